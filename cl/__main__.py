@@ -1,0 +1,4 @@
+from cl.cli import main
+import sys
+
+sys.exit(main())

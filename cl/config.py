@@ -1,0 +1,361 @@
+"""The service's one typed configuration: a TOML file plus ``CL_*`` environment variables.
+
+Defaults give a working local setup (every service on 127.0.0.1, state under ``.state/``).
+Precedence, lowest first: defaults, the TOML file, environment variables.
+
+* The file is ``$CL_CONFIG`` if set, else ``./cl.toml`` if it exists.
+* ``CL_<SECTION>_<KEY>`` sets ``[section] key`` (``CL_KAFKA_PORT=9192``); ``CL_<KEY>`` sets a
+  top-level key (``CL_STATE_DIR``). ``RAY_ADDRESS`` sets ``ray.address``, as Ray itself reads it.
+* ``CL_KAFKA_BOOTSTRAP``, ``CL_MLFLOW_URI`` or ``RAY_ADDRESS`` point at existing services:
+  ``cl up`` then starts nothing of that kind and uses them.
+
+Example:
+    >>> cfg = load_config(env={"CL_KAFKA_PORT": "9192"}, path=None)
+    >>> cfg.kafka.bootstrap_servers
+    '127.0.0.1:9192'
+    >>> cfg.topics.feedback
+    'cl.feedback'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "KafkaConfig",
+    "MLflowConfig",
+    "RayConfig",
+    "ServeConfig",
+    "Topics",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration with one or more problems; ``problems`` lists each, naming key and fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid configuration ({len(self.problems)} problem(s)):\n{lines}")
+
+
+def _port_problem(key: str, value: int) -> str | None:
+    if not 1 <= value <= 65535:
+        env = "CL_" + key.replace(".", "_").upper()
+        return f"{key}: port {value} is out of range; use 1-65535 (set {env} or [{key.split('.')[0]}] in cl.toml)"
+    return None
+
+
+@dataclass
+class KafkaConfig:
+    """The Kafka broker: a local single-node KRaft broker unless ``bootstrap`` names a cluster."""
+
+    bootstrap: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    version: str = "3.9.1"
+    heap_mb: int = 512
+    topic_prefix: str = "cl"
+    requests_partitions: int = 2
+    feedback_partitions: int = 2
+    dlq_partitions: int = 1
+    events_partitions: int = 1
+
+    @property
+    def managed(self) -> bool:
+        """True when ``cl up`` runs the broker itself."""
+        return not self.bootstrap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.bootstrap or f"{self.host}:{self.port}"
+
+    def problems(self) -> list[str]:
+        out = [_port_problem("kafka.port", self.port), _port_problem("kafka.controller_port", self.controller_port)]
+        if self.managed and self.port == self.controller_port:
+            out.append("kafka.controller_port: must differ from kafka.port; pick another free port")
+        for name in ("requests", "feedback", "dlq", "events"):
+            n = getattr(self, f"{name}_partitions")
+            if n < 1:
+                out.append(f"kafka.{name}_partitions: {n} is not a partition count; use 1 or more")
+        if self.heap_mb < 128:
+            out.append(f"kafka.heap_mb: {self.heap_mb} MiB is too small for a broker; use 256 or more")
+        if not self.topic_prefix or any(c.isspace() for c in self.topic_prefix):
+            out.append(f"kafka.topic_prefix: {self.topic_prefix!r} is not a topic prefix; use letters, digits, '.', '_' or '-'")
+        return [p for p in out if p]
+
+
+@dataclass
+class MLflowConfig:
+    """The MLflow tracking server and model registry: local unless ``uri`` names one."""
+
+    uri: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 5000
+    model_name: str = ""  # defaults to "<app>-adapter"
+
+    @property
+    def managed(self) -> bool:
+        return not self.uri
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.uri or f"http://{self.host}:{self.port}"
+
+    def problems(self) -> list[str]:
+        return [p for p in [_port_problem("mlflow.port", self.port)] if p]
+
+
+@dataclass
+class RayConfig:
+    """The Ray cluster: a local head node unless ``address`` names one."""
+
+    address: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 6379
+    dashboard_port: int = 8265
+    num_cpus: int = 4  # logical CPUs: serving, learner and jobs share the machine's cores
+    object_store_mb: int = 512
+
+    @property
+    def managed(self) -> bool:
+        return not self.address
+
+    @property
+    def gcs_address(self) -> str:
+        """What ``ray.init(address=...)`` takes."""
+        if self.address and not self.address.startswith("http"):
+            return self.address
+        return f"{self.host}:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """What ``ray job submit --address`` takes."""
+        if self.address and self.address.startswith("http"):
+            return self.address
+        return f"http://{self.host}:{self.dashboard_port}"
+
+    def problems(self) -> list[str]:
+        out = [_port_problem("ray.port", self.port), _port_problem("ray.dashboard_port", self.dashboard_port)]
+        if self.num_cpus < 1:
+            out.append(f"ray.num_cpus: {self.num_cpus} is too few; use 1 or more")
+        return [p for p in out if p]
+
+
+@dataclass
+class ServeConfig:
+    """The HTTP edge (Ray Serve's proxy)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    def problems(self) -> list[str]:
+        return [p for p in [_port_problem("serve.port", self.port)] if p]
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topic names, derived from the configured prefix."""
+
+    prefix: str
+
+    @property
+    def requests(self) -> str:
+        return f"{self.prefix}.requests"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.prefix}.feedback"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.feedback.dlq"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+
+@dataclass
+class Config:
+    """Everything the service needs to find its parts; see the module docstring for sources."""
+
+    app: str = "cl"
+    state_dir: Path = Path(".state")
+    cache_dir: Path = Path(".cache")
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        self.cache_dir = Path(self.cache_dir)
+        problems: list[str] = []
+        if not self.app or not self.app.replace("-", "").replace("_", "").isalnum():
+            problems.append(f"app: {self.app!r} is not a name; use letters, digits, '-' or '_' (CL_APP)")
+        for section in (self.kafka, self.mlflow, self.ray, self.serve):
+            problems += section.problems()
+        if problems:
+            raise ConfigError(problems)
+        if not self.mlflow.model_name:
+            self.mlflow.model_name = f"{self.app}-adapter"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.kafka.topic_prefix)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (paths as strings), in the shape of the TOML file."""
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, Path):
+                return str(v)
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+
+        return plain(dataclasses.asdict(self))
+
+
+_SECTIONS: dict[str, type] = {"kafka": KafkaConfig, "mlflow": MLflowConfig, "ray": RayConfig, "serve": ServeConfig}
+_ALIASES = {"RAY_ADDRESS": ("ray", "address")}
+# CL_* variables read elsewhere, not configuration keys.
+_OTHER_ENV = {"CL_CONFIG", "CL_KERNELS"}
+
+
+def _coerce(key: str, raw: Any, typ: Any, problems: list[str], env_name: str | None) -> Any:
+    """Convert ``raw`` (a TOML value or an environment string) to ``typ``; record a problem if it can't."""
+    where = f"environment variable {env_name}" if env_name else "cl.toml"
+    args = typing.get_args(typ)
+    optional = typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), typ) if optional else typ
+    if optional and (raw is None or raw == ""):
+        return None
+    try:
+        if base is bool:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if base is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            return int(raw)
+        if base is float:
+            return float(raw)
+        if base is Path:
+            return Path(str(raw))
+        if base is str:
+            if not isinstance(raw, (str, int, float)):
+                raise ValueError
+            return str(raw)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return raw
+    problems.append(f"{key}: expected {getattr(base, '__name__', base)}, got {raw!r} (from {where}); fix the value")
+    return None
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(target: dict, cls: type, values: Mapping[str, Any], prefix: str, problems: list[str], env: bool) -> None:
+    hints = _hints(cls)
+    for key, raw in values.items():
+        dotted = f"{prefix}{key}"
+        env_name = ("CL_" + dotted.replace(".", "_").upper()) if env else None
+        if key not in hints or key in _SECTIONS and not prefix:
+            valid = ", ".join(k for k in hints if k not in _SECTIONS or prefix)
+            problems.append(f"{dotted}: unknown key; valid keys here are: {valid}")
+            continue
+        value = _coerce(dotted, raw, hints[key], problems, env_name)
+        if value is not None or raw in (None, ""):
+            target[key] = value
+
+
+def _env_values(env: Mapping[str, str], problems: list[str]) -> dict[str, dict[str, str]]:
+    """Group ``CL_*`` variables by section: {"": top-level, "kafka": {...}, ...}."""
+    out: dict[str, dict[str, str]] = {"": {}}
+    for name, value in env.items():
+        if name in _ALIASES:
+            section, key = _ALIASES[name]
+            out.setdefault(section, {})[key] = value
+            continue
+        if not name.startswith("CL_") or name in _OTHER_ENV:
+            continue
+        rest = name[3:].lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), "")
+        key = rest[len(section) + 1 :] if section else rest
+        if not section and key not in _hints(Config):
+            continue  # CL_* variables of other tools are not ours to judge
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = "auto", env: Mapping[str, str] | None = None) -> Config:
+    """Build the config from defaults, a TOML file and the environment.
+
+    Args:
+        path: TOML file; ``"auto"`` means ``$CL_CONFIG`` or ``./cl.toml`` if present; None: no file.
+        env: environment mapping (default ``os.environ``).
+
+    Returns:
+        A validated ``Config``.
+
+    Raises:
+        ConfigError: listing every problem at once, each with its key and fix.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    file_values: dict[str, Any] = {}
+    if path == "auto":
+        path = env.get("CL_CONFIG") or ("cl.toml" if Path("cl.toml").exists() else None)
+    if path is not None:
+        try:
+            file_values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            problems.append(f"config file {path}: not found; create it or unset CL_CONFIG")
+        except tomllib.TOMLDecodeError as e:
+            problems.append(f"config file {path}: not valid TOML ({e}); fix the syntax")
+
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
+    file_top = {k: v for k, v in file_values.items() if k not in _SECTIONS}
+    _apply(top, Config, file_top, "", problems, env=False)
+    for s, cls in _SECTIONS.items():
+        raw = file_values.get(s, {})
+        if not isinstance(raw, dict):
+            problems.append(f"{s}: expected a [{s}] table in cl.toml, got {raw!r}")
+            continue
+        _apply(sections[s], cls, raw, f"{s}.", problems, env=False)
+    env_values = _env_values(env, problems)
+    _apply(top, Config, env_values.pop(""), "", problems, env=True)
+    for s, values in env_values.items():
+        _apply(sections[s], _SECTIONS[s], values, f"{s}.", problems, env=True)
+
+    built = {s: cls(**sections[s]) for s, cls in _SECTIONS.items()}
+    if problems:
+        # Still validate ranges so the user sees every problem at once.
+        try:
+            Config(**top, **built)
+        except ConfigError as e:
+            problems += e.problems
+        raise ConfigError(problems)
+    return Config(**top, **built)

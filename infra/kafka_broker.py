@@ -1,0 +1,234 @@
+"""A real single-node Apache Kafka broker in KRaft mode, run from its Maven Central jars.
+
+The jars are resolved once with Maven (``infra/kafka/pom.xml``) into ``<cache_dir>/kafka-<version>``;
+storage under ``<state_dir>/kafka/data`` is formatted once and survives restarts, so a stop and
+start loses no message. With ``kafka.bootstrap`` set, nothing is started and that cluster is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from cl.config import Config
+from infra._private.process import (
+    port_open,
+    read_pid,
+    require_free_port,
+    start_detached,
+    stop_process,
+    wait_until,
+)
+from infra.component import ComponentStatus
+from infra.errors import StackError
+
+_RESOURCES = Path(__file__).parent / "kafka"
+_MAIN = "kafka.Kafka"
+_STORAGE_TOOL = "kafka.tools.StorageTool"
+
+
+def _require_tool(tool: str, fix: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise StackError(f"Kafka: `{tool}` was not found on PATH; the local broker needs it.", fix)
+    return path
+
+
+class KafkaBroker:
+    """Manages the local broker, or checks the external cluster named by ``kafka.bootstrap``."""
+
+    name = "kafka"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.kafka = config.kafka
+        self.dir = config.state_dir / "kafka"
+        self.data_dir = self.dir / "data"
+        self.pid_file = self.dir / "kafka.pid"
+        self.log_file = self.dir / "kafka.log"
+        self.properties_file = self.dir / "server.properties"
+        self.jar_dir = config.cache_dir / f"kafka-{self.kafka.version}"
+
+    @property
+    def managed(self) -> bool:
+        return self.kafka.managed
+
+    # -- installation -------------------------------------------------------------------------
+
+    def ensure_jars(self) -> Path:
+        """Fetch the broker's jars with Maven unless they are cached already."""
+        marker = self.jar_dir / ".complete"
+        if marker.exists():
+            return self.jar_dir
+        _require_tool("java", "install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless)")
+        mvn = _require_tool("mvn", "install Maven (Debian: apt-get install maven)")
+        self.jar_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            mvn, "-q", "-B", "-f", str(_RESOURCES / "pom.xml"),
+            f"-Dkafka.version={self.kafka.version}",
+            "dependency:copy-dependencies", "-DincludeScope=runtime",
+            f"-DoutputDirectory={self.jar_dir.resolve()}",
+        ]  # fmt: skip
+        logging.getLogger(__name__).info("fetching Kafka %s jars with Maven", self.kafka.version)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0 or not any(self.jar_dir.glob("kafka_2.13-*.jar")):
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise StackError(
+                f"Kafka: Maven could not fetch org.apache.kafka:kafka_2.13:{self.kafka.version}.\n{tail}",
+                "check that Maven Central is reachable (proxy settings in ~/.m2/settings.xml) "
+                "and that kafka.version names a published release",
+            )
+        marker.touch()
+        return self.jar_dir
+
+    def _java(self, *args: str) -> list[str]:
+        java = _require_tool("java", "install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless)")
+        return [
+            java,
+            f"-Xmx{self.kafka.heap_mb}m",
+            f"-Xms{min(self.kafka.heap_mb, 256)}m",
+            f"-Dlog4j.configuration=file:{_RESOURCES / 'log4j.properties'}",
+            "-cp",
+            f"{self.jar_dir.resolve()}/*",
+            *args,
+        ]
+
+    def _write_properties(self) -> None:
+        k = self.kafka
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{k.host}:{k.controller_port}",
+            "listeners": f"PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{k.host}:{k.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir.resolve()),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+        }
+        self.properties_file.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
+
+    def _format_storage(self) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = self._java(_STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(self.properties_file), "--ignore-formatted")
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(
+                f"Kafka: formatting KRaft storage in {self.data_dir} failed:\n{result.stdout}{result.stderr}",
+                f"remove {self.data_dir} if it holds nothing you need, then run `cl up` again",
+            )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.managed or read_pid(self.pid_file) is not None:
+            return
+        require_free_port(self.kafka.host, self.kafka.port, "Kafka", "CL_KAFKA_PORT")
+        require_free_port(self.kafka.host, self.kafka.controller_port, "Kafka controller", "CL_KAFKA_CONTROLLER_PORT")
+        self.ensure_jars()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_properties()
+        self._format_storage()
+        start_detached(self._java(_MAIN, str(self.properties_file)), self.log_file, self.pid_file)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        fix = (
+            f"see {self.log_file}; `cl down && cl up` restarts it"
+            if self.managed
+            else "check CL_KAFKA_BOOTSTRAP: it must list reachable brokers as host:port[,host:port]"
+        )
+        wait_until(
+            self._answers,
+            what=f"Kafka at {self.kafka.bootstrap_servers}",
+            timeout=timeout,
+            pid_file=self.pid_file if self.managed else None,
+            log_file=self.log_file if self.managed else None,
+            fix=fix,
+        )
+
+    def _answers(self) -> bool:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaConfigurationError, KafkaError
+
+        # Anything the client raises means "not answering", except a mistake in our own settings.
+        unreachable = (KafkaError, OSError)
+        if self.managed and not port_open(self.kafka.host, self.kafka.port):
+            return False
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.kafka.bootstrap_servers,
+                request_timeout_ms=5000,
+                client_id="cl-health",
+            )
+        except KafkaConfigurationError:
+            raise
+        except unreachable:
+            return False
+        try:
+            admin.list_topics()
+            return True
+        except unreachable:
+            return False
+        finally:
+            admin.close()
+
+    def create_topics(self) -> list[str]:
+        """Create the service's topics if missing; returns the names created now."""
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        t, k = self.config.topics, self.kafka
+        wanted = {
+            t.requests: k.requests_partitions,
+            t.feedback: k.feedback_partitions,
+            t.dlq: k.dlq_partitions,
+            t.events: k.events_partitions,
+        }
+        admin = KafkaAdminClient(bootstrap_servers=k.bootstrap_servers, client_id="cl-setup")
+        try:
+            existing = set(admin.list_topics())
+            missing = [NewTopic(name, n, 1 if self.managed else min(3, len(admin.describe_cluster().get("brokers") or [1])))
+                       for name, n in wanted.items() if name not in existing]  # fmt: skip
+            if missing:
+                try:
+                    admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass
+            return [m.name for m in missing]
+        finally:
+            admin.close()
+
+    def status(self) -> ComponentStatus:
+        healthy = (not self.managed or read_pid(self.pid_file) is not None) and self._answers()
+        if healthy:
+            fix = ""
+        elif self.managed:
+            fix = "run `cl up` to start it (its log: " + str(self.log_file) + ")"
+        else:
+            fix = "the cluster in CL_KAFKA_BOOTSTRAP does not answer; check the address or unset it to run a local broker"
+        return ComponentStatus(
+            name=self.name,
+            address=self.kafka.bootstrap_servers,
+            healthy=healthy,
+            version=self.kafka.version if self.managed else "",
+            managed=self.managed,
+            detail="" if healthy else "not answering",
+            fix=fix,
+        )
+
+    def stop(self) -> None:
+        if self.managed:
+            stop_process(self.pid_file, timeout=30)

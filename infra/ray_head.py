@@ -1,0 +1,107 @@
+"""A local Ray head node with the dashboard and job server on a known port.
+
+Started as ``ray start --head --block`` in its own process group, so stopping it stops exactly
+this cluster's processes (``ray stop`` would stop every Ray cluster on the machine). With
+``ray.address`` (``RAY_ADDRESS``) set, nothing is started and that cluster is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+from cl.config import Config
+from infra._private.process import read_pid, require_free_port, start_detached, stop_process, wait_until
+from infra.component import ComponentStatus
+
+
+def _version(dashboard_url: str) -> str | None:
+    """The Ray version the job server reports, or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{dashboard_url}/api/version", timeout=2.0) as response:
+            return json.loads(response.read().decode()).get("ray_version", "?")
+    except (OSError, ValueError):
+        return None
+
+
+class RayHead:
+    """Manages the local Ray head, or checks the cluster named by ``ray.address``."""
+
+    name = "ray"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.ray = config.ray
+        self.dir = config.state_dir / "ray"
+        self.pid_file = self.dir / "ray.pid"
+        self.log_file = self.dir / "ray.log"
+
+    @property
+    def managed(self) -> bool:
+        return self.ray.managed
+
+    def start(self) -> None:
+        if not self.managed or read_pid(self.pid_file) is not None:
+            return
+        require_free_port(self.ray.host, self.ray.port, "Ray", "CL_RAY_PORT")
+        require_free_port(self.ray.host, self.ray.dashboard_port, "Ray dashboard", "CL_RAY_DASHBOARD_PORT")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ray_bin = Path(sys.executable).with_name("ray")
+        argv = [
+            str(ray_bin), "start", "--head", "--block",
+            f"--node-ip-address={self.ray.host}",
+            f"--port={self.ray.port}",
+            "--include-dashboard=true",
+            f"--dashboard-host={self.ray.host}",
+            f"--dashboard-port={self.ray.dashboard_port}",
+            f"--num-cpus={self.ray.num_cpus}",
+            f"--object-store-memory={self.ray.object_store_mb * 1024 * 1024}",
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        # Jobs' `python` is this environment's, and the project root is on the workers' path,
+        # so entrypoints and actors import our packages and their dependencies.
+        root = str(Path(__file__).resolve().parents[1])
+        env = {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
+        }
+        start_detached(argv, self.log_file, self.pid_file, env=env)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        wait_until(
+            lambda: _version(self.ray.dashboard_url) is not None,
+            what=f"Ray job server at {self.ray.dashboard_url}",
+            timeout=timeout,
+            pid_file=self.pid_file if self.managed else None,
+            log_file=self.log_file if self.managed else None,
+            fix=f"see {self.log_file}" if self.managed else "check RAY_ADDRESS: a GCS host:port or the dashboard's http:// URL",
+        )
+
+    def status(self) -> ComponentStatus:
+        alive = not self.managed or read_pid(self.pid_file) is not None
+        version = _version(self.ray.dashboard_url) if alive else None
+        healthy = version is not None
+        if healthy:
+            fix = ""
+        elif self.managed:
+            fix = f"run `cl up` to start it (its log: {self.log_file})"
+        else:
+            fix = "the cluster in RAY_ADDRESS does not answer; check it or unset it to run a local head"
+        return ComponentStatus(
+            name=self.name,
+            address=f"{self.ray.gcs_address} (jobs: {self.ray.dashboard_url})",
+            healthy=healthy,
+            version=version or "",
+            managed=self.managed,
+            detail="" if healthy else "not answering",
+            fix=fix,
+        )
+
+    def stop(self) -> None:
+        if self.managed:
+            stop_process(self.pid_file, timeout=30)
+

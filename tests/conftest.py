@@ -1,0 +1,59 @@
+"""Shared fixtures. ``stack`` brings up the real Kafka, MLflow and Ray for the whole session.
+
+The stack runs on free ports in a temporary state directory and is torn down at the end.
+Services named by ``CL_KAFKA_BOOTSTRAP``, ``CL_MLFLOW_URI`` or ``RAY_ADDRESS`` are reused
+instead of started (then topics get a ``cltest`` prefix, so a real cluster's are untouched).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stack_env(state_dir: Path) -> dict[str, str]:
+    """Environment for a private local stack on free ports (plus anything the caller set)."""
+    from infra._private.process import free_port
+
+    ports = {name: str(free_port()) for name in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "MLFLOW_PORT", "RAY_PORT", "RAY_DASHBOARD_PORT", "SERVE_PORT")}
+    env = {f"CL_{k}": v for k, v in ports.items()}
+    env.update(CL_STATE_DIR=str(state_dir), CL_CACHE_DIR=str(REPO / ".cache"), CL_KAFKA_TOPIC_PREFIX="cltest")
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack_environ(tmp_path_factory) -> dict[str, str]:
+    """The full environment (os.environ + the stack's CL_* settings) for CLI subprocesses."""
+    return {**os.environ, **stack_env(tmp_path_factory.mktemp("stack"))}
+
+
+@pytest.fixture(scope="session")
+def stack(stack_environ):
+    """The running stack's ``Config``; everything it started is stopped after the session."""
+    from cl.config import load_config
+    from infra.stack import down, up
+
+    config = load_config(path=None, env=stack_environ)
+    try:
+        up(config, say=lambda line: print(f"[stack] {line}", file=sys.stderr))
+        yield config
+    finally:
+        down(config, say=lambda line: print(f"[stack] {line}", file=sys.stderr))
+
+
+@pytest.fixture(scope="session")
+def cl_command():
+    """Run the real ``cl`` console command: ``cl_command(args, env) -> CompletedProcess``."""
+    import subprocess
+
+    cl_bin = Path(sys.executable).with_name("cl")
+
+    def run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([str(cl_bin), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+    return run
