@@ -1,4 +1,8 @@
-from cl.cli import main
+"""`python -m cl`: the same as the `cl` command."""
+
 import sys
 
-sys.exit(main())
+from cl.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -74,14 +75,15 @@ def _config_show(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(values, indent=2))
         return 0
-    for key, value in values.items():
-        if not isinstance(value, dict):
-            print(f"{key} = {json.dumps(value)}")
+    def line(key: str, value: object) -> str:
+        # TOML has no null: an unset key is shown as a comment, as it would be left out of cl.toml.
+        return f"# {key} is unset" if value is None else f"{key} = {json.dumps(value)}"
+
+    print("\n".join(line(k, v) for k, v in values.items() if not isinstance(v, dict)))
     for section, table in values.items():
         if isinstance(table, dict):
             print(f"\n[{section}]")
-            for key, value in table.items():
-                print(f"{key} = {json.dumps(value)}")
+            print("\n".join(line(k, v) for k, v in table.items()))
     return 0
 
 
@@ -132,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `cl config show | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -90,3 +90,16 @@ def test_config_show_prints_the_resolved_values(tmp_path, cl_command):
     values = json.loads(result.stdout)
     assert values["kafka"]["topic_prefix"] == "shop"
     assert values["kafka"]["port"] == int(env["CL_KAFKA_PORT"])
+
+
+def test_config_show_text_is_a_loadable_cl_toml(tmp_path, cl_command):
+    env = _isolated_env(tmp_path, CL_KAFKA_TOPIC_PREFIX="shop")
+    result = cl_command(["config", "show"], env)
+    assert result.returncode == 0, result.stderr
+    saved = tmp_path / "cl.toml"
+    saved.write_text(result.stdout)
+    from cl.config import load_config
+
+    again = load_config(path=saved, env={})
+    assert again.kafka.topic_prefix == "shop" and again.kafka.bootstrap is None
+    assert again.kafka.port == int(env["CL_KAFKA_PORT"])
