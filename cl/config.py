@@ -32,7 +32,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "KafkaConfig",
+    "LearnerConfig",
     "MLflowConfig",
+    "ModelSection",
     "RayConfig",
     "ServeConfig",
     "Topics",
@@ -132,19 +134,24 @@ class RayConfig:
     def managed(self) -> bool:
         return not self.address
 
+    def _external_host(self) -> str:
+        """The host named by ``address`` (``h:p`` or ``http://h:p``)."""
+        rest = self.address.split("://", 1)[-1] if self.address else ""
+        return rest.rsplit(":", 1)[0] if rest else self.host
+
     @property
     def gcs_address(self) -> str:
         """What ``ray.init(address=...)`` takes."""
-        if self.address and not self.address.startswith("http"):
+        if self.address and "://" not in self.address:
             return self.address
-        return f"{self.host}:{self.port}"
+        return f"{self._external_host()}:{self.port}"
 
     @property
     def dashboard_url(self) -> str:
         """What ``ray job submit --address`` takes."""
         if self.address and self.address.startswith("http"):
-            return self.address
-        return f"http://{self.host}:{self.dashboard_port}"
+            return self.address.rstrip("/")
+        return f"http://{self._external_host()}:{self.dashboard_port}"
 
     def problems(self) -> list[str]:
         out = [_port_problem("ray.port", self.port), _port_problem("ray.dashboard_port", self.dashboard_port)]
@@ -155,13 +162,109 @@ class RayConfig:
 
 @dataclass
 class ServeConfig:
-    """The HTTP edge (Ray Serve's proxy)."""
+    """The HTTP edge (Ray Serve's proxy) and the model replicas behind it."""
 
     host: str = "127.0.0.1"
     port: int = 8000
+    replicas: int = 1
+    replica_num_cpus: float = 1.0
+    max_batch_size: int = 32
+    batch_wait_timeout_s: float = 0.005
+    adapter_cache_size: int = 4  # adapter versions a replica holds at once (LRU)
+    serve_new_versions: bool = True  # until rollout: each published version serves at once
+    max_text_chars: int = 4096
+    max_new_tokens: int = 256
 
     def problems(self) -> list[str]:
-        return [p for p in [_port_problem("serve.port", self.port)] if p]
+        out = [_port_problem("serve.port", self.port)]
+        for name in ("replicas", "max_batch_size", "adapter_cache_size", "max_text_chars", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                out.append(f"serve.{name}: {getattr(self, name)} is too small; use 1 or more")
+        if self.batch_wait_timeout_s < 0:
+            out.append("serve.batch_wait_timeout_s: must be >= 0 seconds")
+        return [p for p in out if p]
+
+
+@dataclass
+class ModelSection:
+    """Which frozen base model the service serves and learns on top of.
+
+    The base is built from ``preset`` and initialised from ``seed``, so learners and replicas
+    build the same base without shipping its weights; ``base_version`` names it.
+    """
+
+    preset: str = "tiny"
+    seed: int = 0
+    n_features: int = 8
+    n_labels: int = 4
+    lora_rank: int = 4
+
+    @property
+    def base_version(self) -> str:
+        return f"{self.preset}-f{self.n_features}-l{self.n_labels}-r{self.lora_rank}-seed{self.seed}"
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.n_labels < 2:
+            out.append(f"model.n_labels: {self.n_labels} is too few classes; use 2 or more")
+        if self.n_features < 0:
+            out.append(f"model.n_features: {self.n_features} is negative; use 0 (text only) or more")
+        if self.lora_rank < 1:
+            out.append(f"model.lora_rank: {self.lora_rank} leaves nothing to learn; use 1 or more")
+        return out
+
+
+DRIFT_ACTIONS = ("boost_lr", "branch", "reset")
+
+
+@dataclass
+class LearnerConfig:
+    """The online learner: micro-batches, losses, replay, drift handling and snapshots."""
+
+    workers: int = 1
+    batch_size: int = 16
+    max_wait_s: float = 0.25  # learn from a partial micro-batch after this long
+    lr: float = 5e-3
+    preference_loss: str = "kto"  # for thumbs / ratings: "kto" or "rwl" (reward-weighted likelihood)
+    kto_beta: float = 0.1
+    replay: str = "reservoir"  # "reservoir", "class_balanced" or "loss_prioritised"
+    replay_capacity: int = 2000
+    replay_ratio: float = 1.0  # replayed examples per new example in a micro-batch
+    drift_detector: str = "adwin"  # "adwin", "page_hinkley" or "none"
+    drift_actions: str = "boost_lr,reset"  # comma-separated subset of boost_lr, branch, reset
+    boost_factor: float = 4.0
+    boost_events: int = 400
+    snapshot_every_events: int = 200
+    snapshot_every_s: float = 2.0
+    join_window_events: int = 50_000
+    join_window_s: float = 600.0
+    consumer_group: str = ""  # defaults to "<app>-learner"
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.drift_actions.split(",") if a.strip())
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("workers", "batch_size", "replay_capacity", "snapshot_every_events", "join_window_events"):
+            if getattr(self, name) < 1:
+                out.append(f"learner.{name}: {getattr(self, name)} is too small; use 1 or more")
+        if self.lr <= 0:
+            out.append(f"learner.lr: {self.lr} must be positive (e.g. 5e-3)")
+        if self.preference_loss not in ("kto", "rwl"):
+            out.append(f"learner.preference_loss: {self.preference_loss!r} is unknown; use 'kto' or 'rwl'")
+        if self.replay not in ("reservoir", "class_balanced", "loss_prioritised"):
+            out.append(f"learner.replay: {self.replay!r} is unknown; use reservoir, class_balanced or loss_prioritised")
+        if self.replay_ratio < 0:
+            out.append("learner.replay_ratio: must be >= 0 (0 turns replay off)")
+        if self.drift_detector not in ("adwin", "page_hinkley", "none"):
+            out.append(f"learner.drift_detector: {self.drift_detector!r} is unknown; use adwin, page_hinkley or none")
+        bad = [a for a in self.actions if a not in DRIFT_ACTIONS]
+        if bad:
+            out.append(f"learner.drift_actions: {bad} unknown; use a comma-separated subset of {', '.join(DRIFT_ACTIONS)}")
+        if self.snapshot_every_s <= 0 or self.max_wait_s < 0:
+            out.append("learner.snapshot_every_s must be > 0 and learner.max_wait_s >= 0 (seconds)")
+        return out
 
 
 @dataclass(frozen=True)
@@ -198,6 +301,8 @@ class Config:
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -205,16 +310,23 @@ class Config:
         problems: list[str] = []
         if not self.app or not self.app.replace("-", "").replace("_", "").isalnum():
             problems.append(f"app: {self.app!r} is not a name; use letters, digits, '-' or '_' (CL_APP)")
-        for section in (self.kafka, self.mlflow, self.ray, self.serve):
+        for section in (self.kafka, self.mlflow, self.ray, self.serve, self.model, self.learner):
             problems += section.problems()
         if problems:
             raise ConfigError(problems)
         if not self.mlflow.model_name:
             self.mlflow.model_name = f"{self.app}-adapter"
+        if not self.learner.consumer_group:
+            self.learner.consumer_group = f"{self.app}-learner"
 
     @property
     def topics(self) -> Topics:
         return Topics(self.kafka.topic_prefix)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Config":
+        """Rebuild a config from ``to_dict()`` output (how it travels to Ray workers and jobs)."""
+        return load_config_values(values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (paths as strings), in the shape of the TOML file."""
@@ -229,7 +341,14 @@ class Config:
         return plain(dataclasses.asdict(self))
 
 
-_SECTIONS: dict[str, type] = {"kafka": KafkaConfig, "mlflow": MLflowConfig, "ray": RayConfig, "serve": ServeConfig}
+_SECTIONS: dict[str, type] = {
+    "kafka": KafkaConfig,
+    "mlflow": MLflowConfig,
+    "ray": RayConfig,
+    "serve": ServeConfig,
+    "model": ModelSection,
+    "learner": LearnerConfig,
+}
 _ALIASES = {"RAY_ADDRESS": ("ray", "address")}
 # CL_* variables read elsewhere, not configuration keys.
 _OTHER_ENV = {"CL_CONFIG", "CL_KERNELS"}
@@ -335,6 +454,15 @@ def load_config(path: str | Path | None = "auto", env: Mapping[str, str] | None 
         except tomllib.TOMLDecodeError as e:
             problems.append(f"config file {path}: not valid TOML ({e}); fix the syntax")
 
+    return _build(file_values, env, problems)
+
+
+def load_config_values(values: Mapping[str, Any]) -> Config:
+    """A config from a mapping shaped like ``cl.toml`` (no environment); see ``Config.from_dict``."""
+    return _build(dict(values), {}, [])
+
+
+def _build(file_values: Mapping[str, Any], env: Mapping[str, str], problems: list[str]) -> Config:
     top: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
     file_top = {k: v for k, v in file_values.items() if k not in _SECTIONS}

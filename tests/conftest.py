@@ -16,12 +16,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def stack_env(state_dir: Path) -> dict[str, str]:
-    """Environment for a private local stack on free ports (plus anything the caller set)."""
+def stack_env(state_dir: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Settings for a private local stack on free ports; services named in ``environ`` are reused."""
     from infra._private.process import free_port
 
-    ports = {name: str(free_port()) for name in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "MLFLOW_PORT", "RAY_PORT", "RAY_DASHBOARD_PORT", "SERVE_PORT")}
-    env = {f"CL_{k}": v for k, v in ports.items()}
+    environ = dict(os.environ if environ is None else environ)
+    ports = ["SERVE_PORT"]
+    if not environ.get("CL_KAFKA_BOOTSTRAP"):
+        ports += ["KAFKA_PORT", "KAFKA_CONTROLLER_PORT"]
+    if not environ.get("CL_MLFLOW_URI"):
+        ports += ["MLFLOW_PORT"]
+    if not environ.get("RAY_ADDRESS"):
+        ports += ["RAY_PORT", "RAY_DASHBOARD_PORT"]
+    env = {f"CL_{name}": str(free_port()) for name in ports}
     env.update(CL_STATE_DIR=str(state_dir), CL_CACHE_DIR=str(REPO / ".cache"), CL_KAFKA_TOPIC_PREFIX="cltest")
     return env
 

@@ -1,0 +1,240 @@
+"""The adapter registry on MLflow: every snapshot a model version, checksummed, with lineage.
+
+A version's artifacts are ``adapter.safetensors`` (what serving loads), optionally
+``learner_state.pt`` (what a learner resumes from: optimizer, replay, detector, offsets) and
+``manifest.json`` (sha256 of each file). The adapter's checksum is also a version tag, so a
+corrupted or swapped artifact is refused before it is ever served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from safetensors.torch import load_file, save_file
+
+__all__ = ["AdapterIntegrityError", "AdapterRegistry", "VersionInfo"]
+
+ADAPTER_FILE = "adapter.safetensors"
+STATE_FILE = "learner_state.pt"
+MANIFEST_FILE = "manifest.json"
+
+
+class AdapterIntegrityError(RuntimeError):
+    """A version's artifact does not match the checksum recorded when it was published."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered adapter version, as ``cl versions`` and ``GET /v1/models`` show it."""
+
+    version: str
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
+    created_ms: int
+    run_id: str | None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class AdapterRegistry:
+    """Publish and load adapter versions of one registered model.
+
+    Args:
+        tracking_uri: the MLflow server, e.g. ``http://127.0.0.1:5000``.
+        model_name: the registered model, ``<app>-adapter``.
+    """
+
+    def __init__(self, tracking_uri: str, model_name: str):
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._model_checked = False
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _ensure_model(self) -> None:
+        if self._model_checked:
+            return
+        try:
+            self.client.get_registered_model(self.model_name)
+        except MlflowException:
+            try:
+                self.client.create_registered_model(self.model_name, description="LoRA adapters of the online learner")
+            except MlflowException:
+                self.client.get_registered_model(self.model_name)  # created meanwhile by someone else
+        self._model_checked = True
+
+    def start_run(self, run_name: str, params: dict[str, Any] | None = None) -> str:
+        """A run (in experiment ``<model_name>``) to hang a learner session's snapshots and curves on."""
+        experiment = self.client.get_experiment_by_name(self.model_name)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.model_name)
+        run = self.client.create_run(experiment_id, run_name=run_name)
+        for key, value in (params or {}).items():
+            self.client.log_param(run.info.run_id, key, str(value)[:500])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def publish(
+        self,
+        adapter: dict[str, torch.Tensor],
+        *,
+        tags: dict[str, str],
+        metrics: dict[str, float] | None = None,
+        learner_state: dict | None = None,
+        run_id: str | None = None,
+        step: int = 0,
+    ) -> str:
+        """Register ``adapter`` (and the learner's state) as a new version; returns its number.
+
+        Args:
+            adapter: what ``MoETransformer.adapter_state(slot)`` returns.
+            tags: lineage and bookkeeping (``base_version``, ``parent_version``, ``kafka_offsets``,
+                ``events_seen``, ``reason``); values are stored as strings.
+            metrics: logged on the run at ``step``.
+            learner_state: ``torch.save``-able plain state for resuming.
+            run_id: the run to attach the artifacts to; a one-off run is made if None.
+            step: the metrics' step (events seen, say).
+        """
+        self._ensure_model()
+        own_run = run_id is None
+        if own_run:
+            run_id = self.start_run("publish")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()}, folder / ADAPTER_FILE)
+            if learner_state is not None:
+                torch.save(learner_state, folder / STATE_FILE)
+            manifest = {p.name: _sha256(p) for p in sorted(folder.iterdir())}
+            (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+            artifact_path = f"snapshots/{step:012d}-{int(time.time() * 1000)}"
+            self.client.log_artifacts(run_id, str(folder), artifact_path)
+        if metrics:
+            self.log_metrics(run_id, metrics, step)
+        if own_run:
+            self.client.set_terminated(run_id)
+        version = self.client.create_model_version(
+            self.model_name,
+            source=f"runs:/{run_id}/{artifact_path}",
+            run_id=run_id,
+            tags={**{k: str(v) for k, v in tags.items()}, "adapter_sha256": manifest[ADAPTER_FILE]},
+        )
+        return str(version.version)
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.model_name, alias, str(version))
+
+    def delete_alias(self, alias: str) -> None:
+        try:
+            self.client.delete_registered_model_alias(self.model_name, alias)
+        except MlflowException:
+            pass
+
+    def set_tag(self, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(self.model_name, str(version), key, str(value))
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _download(self, version: str, dst: Path) -> Path:
+        try:
+            mv = self.client.get_model_version(self.model_name, str(version))
+            run_id, path = mv.source.removeprefix("runs:/").split("/", 1)
+            local = self.client.download_artifacts(run_id, path, str(dst))
+        except MlflowException as e:
+            raise KeyError(f"{self.model_name} has no version {version!r} that can be fetched: {e.message}") from e
+        return Path(local)
+
+    def load_adapter(self, version: str) -> dict[str, torch.Tensor]:
+        """The adapter tensors of ``version``, after checking them against the published checksum.
+
+        Raises:
+            AdapterIntegrityError: the artifact's sha256 differs from the version's tag.
+            KeyError: no such version.
+        """
+        expected = self.get_version(version).tags.get("adapter_sha256")  # KeyError if unknown
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self._download(version, Path(tmp))
+            path = folder / ADAPTER_FILE
+            actual = _sha256(path)
+            if expected is None or actual != expected:
+                raise AdapterIntegrityError(
+                    f"adapter version {version} of {self.model_name}: checksum {actual[:12]}... does not match "
+                    f"the published {str(expected)[:12]}...; refusing to load it (republish the version)"
+                )
+            return load_file(path)
+
+    def load_learner_state(self, version: str) -> dict | None:
+        """The learner state saved with ``version`` (None if it was published without one)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self._download(version, Path(tmp))
+            path = folder / STATE_FILE
+            if not path.exists():
+                return None
+            manifest = json.loads((folder / MANIFEST_FILE).read_text())
+            if manifest.get(STATE_FILE) != _sha256(path):
+                raise AdapterIntegrityError(f"learner state of version {version} does not match its manifest")
+            return torch.load(path, weights_only=True)
+
+    def get_version(self, version: str) -> VersionInfo:
+        try:
+            mv = self.client.get_model_version(self.model_name, str(version))
+        except MlflowException as e:
+            raise KeyError(f"{self.model_name} has no version {version!r}") from e
+        return self._info(mv)
+
+    def list_versions(self, limit: int = 1000) -> list[VersionInfo]:
+        """The newest ``limit`` versions, oldest first, with their aliases."""
+        try:
+            found = self.client.search_model_versions(
+                f"name='{self.model_name}'", max_results=limit, order_by=["version_number DESC"]
+            )
+            aliases = self.client.get_registered_model(self.model_name).aliases or {}
+        except MlflowException:
+            return []
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        infos = [self._info(mv, tuple(sorted(by_version.get(str(mv.version), [])))) for mv in found]
+        return sorted(infos, key=lambda v: int(v.version))
+
+    def latest_version(self) -> str | None:
+        """The highest version number, or None before the first publish."""
+        try:
+            found = self.client.search_model_versions(
+                f"name='{self.model_name}'", max_results=1, order_by=["version_number DESC"]
+            )
+        except MlflowException:
+            return None
+        return str(found[0].version) if found else None
+
+    def alias_version(self, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException:
+            return None
+
+    @staticmethod
+    def _info(mv: Any, aliases: tuple[str, ...] | None = None) -> VersionInfo:
+        return VersionInfo(
+            version=str(mv.version),
+            tags=dict(mv.tags or {}),
+            aliases=aliases if aliases is not None else tuple(getattr(mv, "aliases", ()) or ()),
+            created_ms=int(mv.creation_timestamp or 0),
+            run_id=mv.run_id,
+        )
