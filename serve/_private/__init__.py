@@ -1,0 +1,1 @@
+"""Internals of the serving layer; not part of its public API."""

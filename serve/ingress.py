@@ -1,0 +1,245 @@
+"""``Ingress``: the HTTP edge (FastAPI on Ray Serve) in front of the model replicas.
+
+==========================  ======================================================================
+``POST /v1/predict``        classify ``text`` or ``features`` -> label, probabilities, version
+``POST /v1/generate``       continue a ``prompt`` -> text, version
+``POST /v1/feedback``       a :class:`cl.events.FeedbackEvent` -> 202 once Kafka acknowledged it
+``GET /v1/models``          registered versions, aliases, what each replica serves and holds
+``GET /healthz``            liveness
+``GET /openapi.json``       the OpenAPI document (``/docs`` renders it)
+==========================  ======================================================================
+
+Every answered request is logged to ``topics.requests`` as a :class:`cl.events.RequestEvent`
+keyed by its ``request_id``, after the response is sent (it never delays an answer); the
+producer is flushed when the ingress shuts down. Feedback is different: it is answered 202
+only after every in-sync replica of ``topics.feedback`` has it, and 503 otherwise, so a 202
+always means "accepted and durable".
+
+Bad input gets 422 with ``{"detail": [{"loc", "field", "msg", "type"}]}``, naming the field.
+"""
+
+# No ``from __future__ import annotations`` here: Serve re-wraps the route methods, and
+# FastAPI must see real classes (not strings) in their signatures.
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from cl.adapter_cache import BASE_VERSION
+from cl.config import Config
+from cl.events import FeedbackEvent, RequestEvent, RequestInput, RequestOutput
+from cl.inference import GenerateItem, InputError, Limits, PredictItem, check_generate, check_predict
+from serve._private.errors import field_error, validation_error_response
+from serve._private.feedback import accept_feedback
+from serve._private.producer_link import ProducerLink
+from serve._private.status_board import get_board
+from serve.schemas import (
+    FeedbackAccepted,
+    GenerateRequest,
+    GenerateResponse,
+    HealthResponse,
+    ModelsResponse,
+    PredictRequest,
+    PredictResponse,
+    ReplicaState,
+    VersionEntry,
+)
+from streams.producer import EventProducer
+
+__all__ = ["Ingress", "app"]
+
+logger = logging.getLogger("ray.serve")
+
+CHAMPION_ARM = "champion"
+PINNED_ARM = "pinned"
+LOG_CONNECT_WAIT_S = 5.0
+
+app = FastAPI(
+    title="cl: online continual-learning service",
+    version="1",
+    description="A Mixture-of-Experts model that learns from its users' feedback. "
+    "Predict or generate, then post feedback on the request_id you got back.",
+)
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return validation_error_response(request.url.path, exc)
+
+
+def _error_response(error: dict[str, Any]) -> JSONResponse:
+    return field_error(error["field"], error["message"], status=int(error.get("status", 422)))
+
+
+def _version_order(version: str) -> tuple[int, int]:
+    """Sort key: base first, then registered versions by number."""
+    return (-1, 0) if version == BASE_VERSION else (0, int(version)) if version.isdigit() else (1, 0)
+
+
+# Everything the class uses must be defined above it: ``serve.ingress`` captures the class
+# (and the module globals its methods see) when the decorator runs.
+@serve.deployment(name="Ingress")
+@serve.ingress(app)
+class Ingress:
+    """Validates, routes to the model replicas, logs requests and takes feedback.
+
+    Args:
+        replica: Handle to the ``ModelReplica`` deployment.
+        config: ``Config.to_dict()`` of the service.
+        batching: Call the replicas' batched methods (else their unbatched twins).
+    """
+
+    def __init__(self, replica: DeploymentHandle, config: dict[str, Any], batching: bool = True) -> None:
+        from cl.base_model import base_model_config
+        from cl.registry import AdapterRegistry
+
+        self.config = Config.from_dict(config)
+        cfg = self.config
+        self.replica = replica
+        self.batching = batching
+        self.limits = Limits.from_serve(cfg.serve)
+        self.model_config = base_model_config(cfg.model, cfg.serve.adapter_cache_size)
+        self.registry = AdapterRegistry(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
+        self.board = get_board(cfg.app)
+        bootstrap = cfg.kafka.bootstrap_servers
+        self.kafka = ProducerLink(
+            lambda: EventProducer(bootstrap, client_id=f"{cfg.app}-ingress"), what=f"Kafka at {bootstrap}"
+        )  # connects in the background from now on
+        self.logged = 0
+        self.log_failures = 0
+
+    # -- Kafka ----------------------------------------------------------------------------
+
+    def _log_request(self, **fields: Any) -> None:
+        """Queue a ``RequestEvent`` of ``fields`` on the requests topic, keyed by request id.
+
+        Runs after the response is sent, in a worker thread; failures are counted and logged.
+        """
+        request_id = fields["request_id"]
+        try:
+            event = RequestEvent(**fields)
+            future = self.kafka.get(timeout_s=LOG_CONNECT_WAIT_S).send(self.config.topics.requests, event, key=request_id)
+        except Exception as e:  # noqa: BLE001 - logging must not fail the request
+            self._log_failed(e, request_id)
+            return
+        self.logged += 1
+        future.add_errback(lambda error: self._log_failed(error, request_id))
+
+    def _log_failed(self, error: Exception, request_id: str) -> None:
+        self.log_failures += 1
+        logger.warning("request %s not logged to %s: %s", request_id, self.config.topics.requests, error)
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    @app.post("/v1/predict", response_model=PredictResponse, summary="Classify text or a feature vector")
+    async def predict(self, body: PredictRequest, background: BackgroundTasks) -> Any:
+        item = PredictItem(text=body.text, features=body.features)
+        try:
+            check_predict(item, self.model_config, self.limits)
+        except InputError as e:
+            return field_error(e.field, e.message)
+        payload = {"text": body.text, "features": body.features, "model_version": body.model_version}
+        method = self.replica.predict if self.batching else self.replica.predict_unbatched
+        result = await method.remote(payload)
+        if "error" in result:
+            return _error_response(result["error"])
+        response = PredictResponse(
+            request_id=uuid.uuid4().hex,
+            label=result["label"],
+            probabilities=result["probabilities"],
+            model_version=result["model_version"],
+            arm=PINNED_ARM if body.model_version else CHAMPION_ARM,
+        )
+        background.add_task(
+            self._log_request,
+            request_id=response.request_id,
+            kind="predict",
+            input=RequestInput(text=body.text, features=body.features),
+            output=RequestOutput(label=response.label, probabilities=response.probabilities),
+            model_version=response.model_version,
+            arm=response.arm,
+            user_id=body.user_id,
+        )
+        return response
+
+    @app.post("/v1/generate", response_model=GenerateResponse, summary="Continue a prompt")
+    async def generate(self, body: GenerateRequest, background: BackgroundTasks) -> Any:
+        item = GenerateItem(prompt=body.prompt, max_new_tokens=body.max_new_tokens,
+                            temperature=body.temperature, top_p=body.top_p, seed=body.seed)
+        try:
+            check_generate(item, self.model_config, self.limits)
+        except InputError as e:
+            return field_error(e.field, e.message)
+        payload = body.model_dump(exclude={"user_id"})
+        method = self.replica.generate if self.batching else self.replica.generate_unbatched
+        result = await method.remote(payload)
+        if "error" in result:
+            return _error_response(result["error"])
+        response = GenerateResponse(
+            request_id=uuid.uuid4().hex,
+            text=result["text"],
+            model_version=result["model_version"],
+            arm=PINNED_ARM if body.model_version else CHAMPION_ARM,
+        )
+        background.add_task(
+            self._log_request,
+            request_id=response.request_id,
+            kind="generate",
+            input=RequestInput(text=body.prompt),
+            output=RequestOutput(text=response.text),
+            model_version=response.model_version,
+            arm=response.arm,
+            user_id=body.user_id,
+        )
+        return response
+
+    @app.post(
+        "/v1/feedback",
+        status_code=202,
+        response_model=FeedbackAccepted,
+        summary="Rate a served request",
+        responses={503: {"description": "Kafka did not acknowledge the feedback; nothing was accepted, retry."}},
+    )
+    async def feedback(self, body: FeedbackEvent) -> Any:
+        return await accept_feedback(self.kafka, self.config.topics.feedback, body)
+
+    @app.get("/v1/models", response_model=ModelsResponse, summary="Versions, aliases and what is served")
+    async def models(self) -> ModelsResponse:
+        versions = await asyncio.to_thread(self.registry.list_versions)
+        replicas = [ReplicaState(**{k: s[k] for k in ReplicaState.model_fields}) for s in await self.board.snapshot.remote()]
+        aliases = {alias: v.version for v in versions for alias in v.aliases}
+        return ModelsResponse(
+            model_name=self.config.mlflow.model_name,
+            base_version=self.config.model.base_version,
+            versions=[
+                VersionEntry(version=v.version, aliases=list(v.aliases), tags=v.tags, created_ms=v.created_ms)
+                for v in versions
+            ],
+            aliases=aliases,
+            serving=sorted({r.current_version for r in replicas}, key=_version_order),
+            replicas=replicas,
+        )
+
+    @app.get("/healthz", response_model=HealthResponse, summary="Liveness")
+    async def healthz(self) -> HealthResponse:
+        return HealthResponse(
+            status="ok",
+            app=self.config.app,
+            kafka_connected=self.kafka.connected,
+            requests_logged=self.logged,
+            request_log_failures=self.log_failures,
+        )
+
+    def __del__(self) -> None:
+        kafka = getattr(self, "kafka", None)
+        if kafka is not None:
+            try:
+                kafka.close(timeout_s=10.0)  # flush the request log
+            except Exception as e:  # noqa: BLE001
+                logger.warning("request log producer did not flush cleanly: %s", e)

@@ -1,0 +1,365 @@
+"""The inside of a model replica, without Ray: base model, adapter slots, versions, batches.
+
+:class:`ModelServer` wires the domain blocks together: the seeded base from
+:func:`cl.base_model.build_base_model` with ``K = serve.adapter_cache_size`` adapter slots,
+an :class:`cl.adapter_cache.AdapterCache` that maps versions to slots, the adapter registry
+to fetch versions from, and :mod:`cl.inference` for validation and batched passes.
+
+Each request may pin a version; the rest get the *current* version. Requests are answered
+with plain dicts, one per request, either ``{"model_version": ..., <output>}`` or
+``{"error": {"field", "message", "status"}}``, so one bad request never fails its batch.
+
+Thread-safe: the Ray deployment runs batches in a worker thread while its event-tail thread
+prefetches versions. Downloads happen outside the lock; only installing an adapter into a
+slot and the forward passes hold it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from cl.adapter_cache import BASE_VERSION, AdapterCache
+from cl.base_model import build_base_model
+from cl.config import Config
+from cl.model import ModelConfig
+from cl.inference import (
+    GenerateItem,
+    InputError,
+    Limits,
+    PredictItem,
+    check_generate,
+    check_predict,
+    generate_batch,
+    predict_batch,
+)
+
+__all__ = ["ModelServer", "VersionError", "VersionSource"]
+
+# A child of Ray Serve's logger, so that inside a replica these lines reach the replica log.
+logger = logging.getLogger("ray.serve").getChild("cl")
+
+
+class VersionSource(Protocol):
+    """What the server needs of the registry (:class:`cl.registry.AdapterRegistry` has it)."""
+
+    def load_adapter(self, version: str) -> dict[str, torch.Tensor]: ...
+
+    def get_version(self, version: str) -> Any: ...
+
+    def latest_version(self) -> str | None: ...
+
+    def alias_version(self, alias: str) -> str | None: ...
+
+
+class VersionError(Exception):
+    """A version cannot be served.
+
+    Attributes:
+        version: The version asked for.
+        status: HTTP status that fits: 422 for an unknown or incompatible version, 503 when
+            the registry could not deliver it.
+    """
+
+    def __init__(self, version: str, message: str, status: int) -> None:
+        self.version = version
+        self.status = status
+        super().__init__(message)
+
+
+def _newer(a: str, b: str) -> bool:
+    """Whether version ``a`` is newer than ``b`` (registry versions are increasing integers)."""
+    if b == BASE_VERSION:
+        return a != BASE_VERSION
+    try:
+        return int(a) > int(b)
+    except ValueError:
+        return False
+
+
+class ModelServer:
+    """Serves predictions and generations from one base with adapter versions in K slots.
+
+    Args:
+        config: The service config (``model`` and ``serve`` sections are used).
+        registry: Where adapter versions come from.
+    """
+
+    def __init__(self, config: Config, registry: VersionSource) -> None:
+        self.config = config
+        self.registry = registry
+        self.limits = Limits.from_serve(config.serve)
+        self.model = build_base_model(config.model, n_adapter_slots=config.serve.adapter_cache_size)
+        self.cache = AdapterCache(
+            config.serve.adapter_cache_size, install=self.model.load_adapter_state, on_evict=self._evicted
+        )
+        self._lock = threading.Lock()  # guards the cache, the adapter slots and the forward passes
+        self._current = BASE_VERSION
+        self.on_change: Callable[[], None] | None = None  # called when current/loaded versions change
+
+    # -- versions ------------------------------------------------------------------------
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The served model's config (``n_features``, ``max_seq_len``, ...)."""
+        return self.model.config
+
+    def current_version(self) -> str:
+        """The version served to requests that do not pin one."""
+        return self._current
+
+    def loaded_versions(self) -> list[str]:
+        """Versions held in adapter slots, least recently used first."""
+        with self._lock:
+            return self.cache.versions()
+
+    def fetch(self, version: str) -> dict[str, torch.Tensor]:
+        """Download ``version``'s adapter after checking it was trained on this service's base.
+
+        Raises:
+            VersionError: Unknown version (422), trained on another base (422), or the
+                registry failed or refused it (503).
+        """
+        from cl.registry import AdapterIntegrityError  # mlflow is heavy; only replicas need it
+
+        try:
+            info = self.registry.get_version(version)
+            base = (getattr(info, "tags", None) or {}).get("base_version")
+            if base is not None and base != self.config.model.base_version:
+                raise VersionError(
+                    version,
+                    f"version {version} was trained on base {base!r} but this service serves "
+                    f"{self.config.model.base_version!r}; use a version of this base",
+                    422,
+                )
+            return self.registry.load_adapter(version)
+        except VersionError:
+            raise
+        except KeyError:
+            raise VersionError(
+                version, f"version {version!r} is not registered; GET /v1/models lists the versions", 422
+            ) from None
+        except AdapterIntegrityError as e:
+            raise VersionError(version, str(e), 503) from e
+        except Exception as e:  # noqa: BLE001 - registry down, network, bad artifact: all "not now"
+            raise VersionError(version, f"version {version} could not be loaded from the registry: {e}", 503) from e
+
+    def ensure_loaded(self, version: str) -> int:
+        """Load ``version`` into a slot unless it is there; returns the slot (``-1`` for base).
+
+        Raises:
+            VersionError: See :meth:`fetch`.
+        """
+        with self._lock:
+            slot = self.cache.peek(version)
+        if slot is not None:
+            return slot
+        state = self.fetch(version)  # outside the lock: inference goes on meanwhile
+        with self._lock:
+            slot = self.cache.slot_for(version, lambda _: state)
+        self._changed()
+        return slot
+
+    def set_current(self, version: str) -> None:
+        """Serve ``version`` to requests that pin none, after loading it.
+
+        Raises:
+            VersionError: See :meth:`fetch`; the current version stays as it was.
+        """
+        self.ensure_loaded(version)
+        previous, self._current = self._current, version
+        if previous != version:
+            logger.info("now serving version %s (was %s)", version, previous)
+            self._changed()
+
+    def initial_version(self) -> str:
+        """What to serve at start: the newest version (``serve.serve_new_versions``), else
+        the ``champion`` alias, else ``"base"``."""
+        version = self.registry.latest_version() if self.config.serve.serve_new_versions else None
+        return version or self.registry.alias_version("champion") or BASE_VERSION
+
+    def start(self) -> str:
+        """Set the current version to :meth:`initial_version`, or base if it cannot load; returns it."""
+        try:
+            self.set_current(self.initial_version())
+        except Exception as e:  # noqa: BLE001 - the base always works; say why we fell back
+            logger.warning("serving base: the initial version could not be loaded: %s", e)
+            self.set_current(BASE_VERSION)
+        return self._current
+
+    def refresh(self) -> str:
+        """Catch up with the registry (after announcements may have been missed): serve the
+        newest version if it is newer (``serve.serve_new_versions``), else the ``champion``
+        alias; on any failure keep the current version. Returns the current version."""
+        try:
+            version = self.initial_version()
+            if self.config.serve.serve_new_versions and not _newer(version, self._current):
+                return self._current
+            self.set_current(version)
+        except Exception as e:  # noqa: BLE001 - keep serving what we serve
+            logger.warning("could not refresh the served version: %s", e)
+        return self._current
+
+    def on_published(self, version: str, base_version: str | None = None) -> bool:
+        """React to a ``version_published`` announcement: prefetch it and, with
+        ``serve.serve_new_versions``, serve it if it is newer than the current version.
+
+        Args:
+            version: The published version.
+            base_version: The base it was trained on, if the announcement says.
+
+        Returns:
+            Whether the current version changed.
+        """
+        if base_version is not None and base_version != self.config.model.base_version:
+            logger.warning("ignoring version %s: trained on base %s, not %s", version, base_version,
+                           self.config.model.base_version)
+            return False
+        try:
+            if self.config.serve.serve_new_versions and _newer(version, self._current):
+                self.set_current(version)
+                return True
+            self.ensure_loaded(version)
+        except VersionError as e:
+            logger.warning("version %s was published but cannot be served: %s", version, e)
+        return False
+
+    # -- requests -------------------------------------------------------------------------
+
+    def predict(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Classify a batch.
+
+        Args:
+            requests: Dicts with ``text`` or ``features`` and an optional ``model_version``.
+
+        Returns:
+            Per request ``{"label", "probabilities", "model_version"}`` or ``{"error": ...}``.
+        """
+        items = [
+            PredictItem(text=r.get("text"), features=None if r.get("features") is None else tuple(r["features"]))
+            for r in requests
+        ]
+        checker = lambda item: check_predict(item, self.model_config, self.limits)  # noqa: E731
+
+        def run(batch: list[PredictItem]) -> list[dict[str, Any]]:
+            return [{"label": p.label, "probabilities": p.probabilities} for p in predict_batch(self.model, batch)]
+
+        return self._serve(requests, items, checker, run)
+
+    def generate(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Generate for a batch.
+
+        Args:
+            requests: Dicts with ``prompt``, optional ``max_new_tokens``, ``temperature``,
+                ``top_p``, ``seed`` and ``model_version``.
+
+        Returns:
+            Per request ``{"text", "model_version"}`` or ``{"error": ...}``.
+        """
+        items = [
+            GenerateItem(
+                prompt=r.get("prompt"),  # type: ignore[arg-type]
+                max_new_tokens=r.get("max_new_tokens", 32),
+                temperature=r.get("temperature", 0.0),
+                top_p=r.get("top_p", 1.0),
+                seed=r.get("seed"),
+            )
+            for r in requests
+        ]
+        checker = lambda item: check_generate(item, self.model_config, self.limits)  # noqa: E731
+
+        def run(batch: list[GenerateItem]) -> list[dict[str, Any]]:
+            return [{"text": t} for t in generate_batch(self.model, batch)]
+
+        return self._serve(requests, items, checker, run)
+
+    def _serve(
+        self,
+        requests: Sequence[dict[str, Any]],
+        items: list[Any],
+        check: Callable[[Any], None],
+        run: Callable[[list[Any]], list[dict[str, Any]]],
+    ) -> list[dict[str, Any]]:
+        """Validate, resolve versions, then run the good rows in chunks of <= K adapter versions."""
+        current = self._current
+        out: list[dict[str, Any] | None] = [None] * len(requests)
+        versions: list[str] = []
+        for i, (r, item) in enumerate(zip(requests, items)):
+            versions.append(r.get("model_version") or current)
+            try:
+                check(item)
+            except InputError as e:
+                out[i] = _error(e.field, e.message, 422)
+        # Fetch missing versions outside the lock, once each.
+        fetched: dict[str, dict[str, torch.Tensor]] = {}
+        for v in dict.fromkeys(v for i, v in enumerate(versions) if out[i] is None):
+            if v in self.cache:
+                continue
+            try:
+                fetched[v] = self.fetch(v)
+            except VersionError as e:
+                for i, w in enumerate(versions):
+                    if w == v and out[i] is None:
+                        out[i] = _error("model_version", str(e), e.status)
+
+        def load(version: str) -> dict[str, torch.Tensor]:
+            # Evicted by a prefetch since the check above: fetch again (rare).
+            return fetched[version] if version in fetched else self.fetch(version)
+
+        todo = [i for i in range(len(requests)) if out[i] is None]
+        for rows in _chunks_by_version(todo, versions, self.cache.capacity):
+            try:
+                with self._lock:
+                    slots = self.cache.assign([versions[i] for i in rows], load)
+                    batch = [_with_slot(items[i], slots[versions[i]]) for i in rows]
+                    results = run(batch)
+            except VersionError as e:
+                results = [_error("model_version", str(e), e.status)] * len(rows)
+            for i, res in zip(rows, results):
+                out[i] = res if "error" in res else {**res, "model_version": versions[i]}
+        if fetched:
+            self._changed()
+        return out  # type: ignore[return-value]
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _evicted(self, version: str, slot: int) -> None:
+        logger.info("adapter version %s evicted from slot %d", version, slot)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # noqa: BLE001 - reporting must never break serving
+                logger.exception("state report failed")
+
+
+def _error(field: str, message: str, status: int) -> dict[str, Any]:
+    return {"error": {"field": field, "message": message, "status": status}}
+
+
+def _with_slot(item: Any, slot: int) -> Any:
+    return dataclasses.replace(item, slot=slot)
+
+
+def _chunks_by_version(rows: list[int], versions: list[str], capacity: int) -> list[list[int]]:
+    """Split ``rows`` so that no chunk needs more than ``capacity`` adapter versions."""
+    chunks: list[list[int]] = []
+    seen: list[set[str]] = []
+    for i in rows:
+        v = versions[i]
+        for chunk, vs in zip(chunks, seen):
+            if v == BASE_VERSION or v in vs or len(vs) < capacity:
+                chunk.append(i)
+                if v != BASE_VERSION:
+                    vs.add(v)
+                break
+        else:
+            chunks.append([i])
+            seen.append(set() if v == BASE_VERSION else {v})
+    return chunks

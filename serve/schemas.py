@@ -1,0 +1,145 @@
+"""Request and response bodies of the HTTP API (pydantic models, so FastAPI validates and documents them).
+
+Feedback has no model here: ``POST /v1/feedback`` takes :class:`cl.events.FeedbackEvent`
+itself, so the HTTP edge accepts exactly what a client may produce to Kafka directly.
+
+Limits that depend on the deployment (``serve.max_text_chars``, ``model.n_features``,
+``serve.max_new_tokens``, the model's ``max_seq_len``) are checked after parsing by
+:mod:`cl.inference`, whose errors name the field just like these models' do.
+
+Example:
+    >>> PredictRequest(features=[0.1, 2.0]).features
+    [0.1, 2.0]
+    >>> PredictRequest(text="hi", features=[1.0])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for PredictRequest
+    ...set exactly one of 'text' or 'features'; got both...
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "FeedbackAccepted",
+    "GenerateRequest",
+    "GenerateResponse",
+    "HealthResponse",
+    "ModelsResponse",
+    "PredictRequest",
+    "PredictResponse",
+    "ReplicaState",
+    "VersionEntry",
+]
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+_VERSION_DOC = (
+    "Pin a model version ('base' or a registered version number) instead of the one the "
+    "service currently serves; for debugging and comparisons."
+)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRequest(_Body):
+    """Classify one input: exactly one of ``text`` or ``features``."""
+
+    text: str | None = Field(None, description="Text to classify (byte-level tokens).")
+    features: Annotated[list[FiniteFloat], Field(min_length=1)] | None = Field(
+        None, description="Numeric feature vector of length model.n_features."
+    )
+    user_id: str | None = Field(None, max_length=256, description="Who asks, if known.")
+    model_version: str | None = Field(None, min_length=1, max_length=64, description=_VERSION_DOC)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictRequest:
+        if (self.text is None) == (self.features is None):
+            raise PydanticCustomError(
+                "one_input",
+                "set exactly one of 'text' or 'features'; got {got}",
+                {"got": "both" if self.text is not None else "neither", "field": "text, features"},
+            )
+        return self
+
+
+class PredictResponse(BaseModel):
+    """The model's answer to a ``PredictRequest``."""
+
+    request_id: str = Field(description="Refer to it in feedback.")
+    label: int = Field(description="Predicted class.")
+    probabilities: list[float] = Field(description="Probability of each class, indexed by label.")
+    model_version: str = Field(description="Model version that answered ('base' or a registered version).")
+    arm: str = Field(description="Traffic arm that answered: 'champion', or 'pinned' for a pinned version.")
+
+
+class GenerateRequest(_Body):
+    """Continue a prompt with the language-model head."""
+
+    prompt: str = Field(description="Text to continue.")
+    max_new_tokens: int = Field(32, ge=1, description="At most this many new tokens (bytes); capped by serve.max_new_tokens.")
+    temperature: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="0 = greedy; > 0 samples.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    seed: int | None = Field(None, description="With sampling, the same seed gives the same text.")
+    user_id: str | None = Field(None, max_length=256, description="Who asks, if known.")
+    model_version: str | None = Field(None, min_length=1, max_length=64, description=_VERSION_DOC)
+
+
+class GenerateResponse(BaseModel):
+    """The model's continuation of a ``GenerateRequest``'s prompt."""
+
+    request_id: str = Field(description="Refer to it in feedback.")
+    text: str = Field(description="Generated text, without the prompt.")
+    model_version: str = Field(description="Model version that answered.")
+    arm: str = Field(description="Traffic arm that answered.")
+
+
+class FeedbackAccepted(BaseModel):
+    """Feedback is durably on the feedback topic (acknowledged by every in-sync replica)."""
+
+    event_id: str = Field(description="The feedback event's id (its dedupe key).")
+    request_id: str = Field(description="The request the feedback is about.")
+
+
+class VersionEntry(BaseModel):
+    """One registered adapter version."""
+
+    version: str
+    aliases: list[str]
+    tags: dict[str, str]
+    created_ms: int
+
+
+class ReplicaState(BaseModel):
+    """What one model replica serves and holds, as it last reported."""
+
+    replica_id: str
+    current_version: str = Field(description="Version served to requests that do not pin one.")
+    loaded_versions: list[str] = Field(description="Versions in the replica's adapter slots, least recently used first.")
+    reported_s_ago: float = Field(description="Seconds since the replica last reported.")
+
+
+class ModelsResponse(BaseModel):
+    """Registered versions, aliases, and what each replica serves."""
+
+    model_name: str
+    base_version: str = Field(description="The frozen base every adapter is trained on.")
+    versions: list[VersionEntry]
+    aliases: dict[str, str]
+    serving: list[str] = Field(description="Versions currently served (the replicas' current versions).")
+    replicas: list[ReplicaState]
+
+
+class HealthResponse(BaseModel):
+    """Liveness of the HTTP edge (this ingress replica's view)."""
+
+    status: str = Field(description="'ok' while the ingress answers.")
+    app: str = Field(description="The application name (config.app).")
+    kafka_connected: bool = Field(description="Whether the request log / feedback producer is connected.")
+    requests_logged: int = Field(description="Requests queued to the requests topic by this ingress replica.")
+    request_log_failures: int = Field(description="Requests whose log event could not be written.")

@@ -1,0 +1,269 @@
+"""The serving app on the real stack: Ray Serve over HTTP, Kafka request log and feedback, MLflow versions."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.serve.conftest import random_adapter
+
+pytestmark = pytest.mark.integration
+
+FEATURES = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5, 0.0, -2.0]
+
+
+@pytest.fixture(scope="module")
+def served(stack):
+    """The app deployed on the stack's Ray cluster, with its own (empty) registered model."""
+    import ray
+    from ray import serve
+
+    from cl.config import Config
+    from serve import deploy, shutdown
+
+    values = stack.to_dict()
+    values["app"] = "servetest"
+    values["mlflow"]["model_name"] = f"servetest-{uuid.uuid4().hex[:8]}-adapter"
+    values["serve"].update(replicas=1, replica_num_cpus=0.5, max_batch_size=8)
+    config = Config.from_dict(values)
+    was_connected = ray.is_initialized()
+    url = deploy(config)
+    client = httpx.Client(base_url=url, timeout=60.0)
+    _wait_until(lambda: _ok(client, "/healthz"), 60, "the HTTP proxy to answer /healthz")
+    try:
+        yield config, client
+    finally:
+        client.close()
+        shutdown(config)
+        serve.shutdown()
+        if not was_connected:
+            ray.shutdown()
+
+
+def _ok(client: httpx.Client, path: str) -> bool:
+    try:
+        return client.get(path).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_until(check: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.5) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def _find_on_topic(bootstrap: str, topic: str, match: Callable[[dict], bool], timeout_s: float = 30.0) -> dict:
+    """The first JSON event on ``topic`` (read from the beginning, no group) that ``match``es."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    value = json.loads(record.value)
+                    if match(value):
+                        value["_key"] = record.key.decode() if record.key else None
+                        return value
+    finally:
+        consumer.close()
+    raise AssertionError(f"no matching event on {topic} within {timeout_s:g} s")
+
+
+def _detail(response: httpx.Response) -> list[dict]:
+    body = response.json()
+    assert isinstance(body.get("detail"), list), body
+    return body["detail"]
+
+
+# ---- the HTTP surface ---------------------------------------------------------------------
+
+
+def test_health_and_openapi(served):
+    config, client = served
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["app"] == "servetest"
+    doc = client.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/generate", "/v1/feedback", "/v1/models", "/healthz"} <= set(doc["paths"])
+    assert "202" in doc["paths"]["/v1/feedback"]["post"]["responses"]
+
+
+def test_predict_serves_base_and_logs_the_request(served):
+    config, client = served
+    r = client.post("/v1/predict", json={"features": FEATURES, "user_id": "u-1"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == "base" and body["arm"] == "champion"
+    assert len(body["request_id"]) == 32 and len(body["probabilities"]) == config.model.n_labels
+    assert body["label"] == max(range(config.model.n_labels), key=body["probabilities"].__getitem__)
+
+    event = _find_on_topic(
+        config.kafka.bootstrap_servers, config.topics.requests, lambda e: e.get("request_id") == body["request_id"]
+    )
+    assert event["_key"] == body["request_id"]
+    assert event["kind"] == "predict" and event["model_version"] == "base" and event["user_id"] == "u-1"
+    assert event["input"]["features"] == FEATURES and event["output"]["label"] == body["label"]
+
+
+def test_predict_text_and_generate(served):
+    config, client = served
+    r = client.post("/v1/predict", json={"text": "great service"})
+    assert r.status_code == 200, r.text
+    g = client.post("/v1/generate", json={"prompt": "hello", "max_new_tokens": 5})
+    assert g.status_code == 200, g.text
+    gen = g.json()
+    assert isinstance(gen["text"], str) and gen["model_version"] == "base" and len(gen["request_id"]) == 32
+    again = client.post("/v1/generate", json={"prompt": "hello", "max_new_tokens": 5}).json()
+    assert again["text"] == gen["text"]  # greedy is deterministic
+    event = _find_on_topic(
+        config.kafka.bootstrap_servers, config.topics.requests, lambda e: e.get("request_id") == gen["request_id"]
+    )
+    assert event["kind"] == "generate" and event["output"]["text"] == gen["text"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "words"),
+    [
+        ("/v1/predict", {"features": [1.0, 2.0]}, "features", "n_features=8"),
+        ("/v1/predict", {"text": "a", "features": FEATURES}, "text, features", "exactly one of 'text' or 'features'"),
+        ("/v1/predict", {"features": FEATURES, "colour": 1}, "colour", "unknown field"),
+        ("/v1/predict", {"text": "x" * 5000}, "text", "serve.max_text_chars"),
+        ("/v1/predict", {"features": FEATURES, "model_version": "999"}, "model_version", "not registered"),
+        ("/v1/generate", {"prompt": "hi", "max_new_tokens": 100_000}, "max_new_tokens", "serve.max_new_tokens"),
+        ("/v1/generate", {"prompt": "hi", "top_p": 0}, "top_p", "greater than 0"),
+        ("/v1/generate", {"prompt": "hi" * 60, "max_new_tokens": 32}, "prompt", "max_seq_len=128"),
+    ],
+)
+def test_bad_requests_get_422_naming_the_field(served, path, body, field, words):
+    _, client = served
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    [entry] = _detail(r)
+    assert entry["field"] == field and words in entry["msg"], entry
+    assert entry["loc"][0] == "body"
+
+
+# ---- feedback ------------------------------------------------------------------------------
+
+
+def test_feedback_is_on_the_topic_before_202(served):
+    config, client = served
+    request_id = client.post("/v1/predict", json={"features": FEATURES}).json()["request_id"]
+    r = client.post("/v1/feedback", json={"request_id": request_id, "rating": 5, "user_id": "u-1"})
+    assert r.status_code == 202, r.text
+    accepted = r.json()
+    assert accepted["request_id"] == request_id and accepted["event_id"]
+    event = _find_on_topic(
+        config.kafka.bootstrap_servers, config.topics.feedback, lambda e: e.get("event_id") == accepted["event_id"],
+        timeout_s=10.0,
+    )
+    assert event["_key"] == request_id and event["rating"] == 5 and event["schema_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"request_id": "r-1"}, "rating, thumbs, label, correction", "set exactly one of"),
+        ({"request_id": "r-1", "ratng": 5}, "ratng", "did you mean 'rating'?"),
+        ({"request_id": "r-1", "rating": 9}, "rating", "less than or equal to 5"),
+        ({"request_id": "r-1", "thumbs": "sideways"}, "thumbs", "'up' or 'down'"),
+        ({"rating": 4}, "request_id", "field required"),
+    ],
+)
+def test_invalid_feedback_gets_422_naming_the_field(served, body, field, words):
+    _, client = served
+    r = client.post("/v1/feedback", json=body)
+    assert r.status_code == 422, r.text
+    detail = _detail(r)
+    assert any(e["field"] == field and words in e["msg"] for e in detail), detail
+
+
+# ---- new versions ----------------------------------------------------------------------------
+
+
+def test_a_published_version_is_served_within_seconds(served):
+    from cl.base_model import build_base_model
+    from cl.events import LifecycleEvent
+    from cl.registry import AdapterRegistry
+    from streams import EventProducer
+
+    config, client = served
+    base = client.post("/v1/predict", json={"features": FEATURES}).json()
+    assert base["model_version"] == "base"
+
+    registry = AdapterRegistry(config.mlflow.tracking_uri, config.mlflow.model_name)
+    template = build_base_model(config.model, 1).adapter_state(0)
+    version = registry.publish(random_adapter(template, seed=11), tags={"base_version": config.model.base_version})
+    producer = EventProducer(config.kafka.bootstrap_servers, client_id="servetest")
+    try:
+        announcement = LifecycleEvent(
+            type="version_published", payload={"version": version, "model_name": config.mlflow.model_name}
+        )
+        producer.send_and_wait(config.topics.events, announcement)
+    finally:
+        producer.close()
+
+    def served_new() -> dict | None:
+        body = client.post("/v1/predict", json={"features": FEATURES}).json()
+        return body if body.get("model_version") == version else None
+
+    new = _wait_until(served_new, 30, f"version {version} to be served")
+    assert new["probabilities"] != pytest.approx(base["probabilities"], abs=1e-4)
+
+    pinned = client.post("/v1/predict", json={"features": FEATURES, "model_version": "base"}).json()
+    assert pinned["model_version"] == "base" and pinned["arm"] == "pinned"
+    assert pinned["probabilities"] == pytest.approx(base["probabilities"], abs=1e-5)
+
+    def listed() -> dict | None:
+        models = client.get("/v1/models").json()
+        replicas = models["replicas"]
+        ok = replicas and all(r["current_version"] == version and version in r["loaded_versions"] for r in replicas)
+        return models if ok else None
+
+    models = _wait_until(listed, 15, "the replicas to report the new version")
+    assert [v["version"] for v in models["versions"]] == [version]
+    assert models["versions"][0]["tags"]["base_version"] == config.model.base_version
+    assert models["serving"] == [version] and models["base_version"] == config.model.base_version
+    assert models["model_name"] == config.mlflow.model_name
+
+    # Concurrent requests for both versions share batches and get what each asked for.
+    bodies = [{"features": FEATURES, **({"model_version": "base"} if i % 2 else {})} for i in range(12)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda b: client.post("/v1/predict", json=b).json(), bodies))
+    for i, answer in enumerate(answers):
+        expected = base if i % 2 else new
+        assert answer["model_version"] == expected["model_version"]
+        assert answer["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)
+
+
+def test_replica_methods_and_the_unbatched_path(served):
+    from ray import serve
+
+    config, _ = served
+    handle = serve.get_deployment_handle("ModelReplica", app_name=config.app)
+    current = handle.current_version.remote().result(timeout_s=30)
+    assert current in handle.loaded_versions.remote().result(timeout_s=30)
+    request = {"features": FEATURES, "model_version": None}
+    batched = handle.predict.remote(request).result(timeout_s=30)
+    alone = handle.predict_unbatched.remote(request).result(timeout_s=30)
+    assert batched["model_version"] == alone["model_version"] == current
+    assert batched["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)
+    prompt = {"prompt": "abc", "max_new_tokens": 4}
+    assert handle.generate.remote(prompt).result(timeout_s=30) == handle.generate_unbatched.remote(prompt).result(
+        timeout_s=30
+    )
