@@ -71,30 +71,77 @@ def _status(config: Config, args: argparse.Namespace) -> int:
 
 
 def _config_show(config: Config, args: argparse.Namespace) -> int:
-    values = config.to_dict()
-    if args.json:
-        print(json.dumps(values, indent=2))
-        return 0
-    def line(key: str, value: object) -> str:
-        # TOML has no null: an unset key is shown as a comment, as it would be left out of cl.toml.
-        return f"# {key} is unset" if value is None else f"{key} = {json.dumps(value)}"
+    print(json.dumps(config.to_dict(), indent=2) if args.json else config.to_toml(), end="" if not args.json else "\n")
+    return 0
 
-    print("\n".join(line(k, v) for k, v in values.items() if not isinstance(v, dict)))
-    for section, table in values.items():
-        if isinstance(table, dict):
-            print(f"\n[{section}]")
-            print("\n".join(line(k, v) for k, v in table.items()))
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from serve.app import deploy
+
+    url = deploy(config)
+    print(f"serving at {url}  (OpenAPI: {url}/docs, models: {url}/v1/models)")
+    return 0
+
+
+def _learn(config: Config, args: argparse.Namespace) -> int:
+    if args.foreground:
+        from learners.feedback_loop import LoopLimits
+        from learners.online import run_online_learner
+
+        limits = LoopLimits(max_events=args.max_events, idle_exit_s=args.idle_exit)
+        print(f"learner finished: {run_online_learner(config, limits).metrics}")
+        return 0
+    from learners.jobs import submit_learner
+
+    job_id = submit_learner(config, max_events=args.max_events, idle_exit_s=args.idle_exit)
+    print(f"learner running as Ray job {job_id}")
+    print(f"  logs:  .venv/bin/ray job logs --follow --address {config.ray.dashboard_url} {job_id}")
+    return 0
+
+
+def _demo(config: Config, args: argparse.Namespace) -> int:
+    from serve.app import base_url
+    from serve.demo import run_demo
+
+    url = base_url(config)
+    print(f"demo: {args.requests} simulated requests with ratings against {url}")
+    result = run_demo(config, url, requests=args.requests)
+    half = len(result.correct) // 2
+    print(f"\ndemo done: positive-rating rate {result.accuracy(0, half):.1%} before the shift, "
+          f"{result.accuracy(half, half + 400):.1%} right after it, {result.accuracy(-400):.1%} at the end; "
+          f"{len(result.published)} versions published, {len(result.drift_at)} drift detection(s).")  # fmt: skip
+    print(f"learning curves: {config.mlflow.tracking_uri} (experiment {config.mlflow.model_name})")
+    return 0 if result.errors == 0 else 1
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    for step in (_up, _serve, _learn, _demo):
+        code = step(config, args)
+        if code != 0:
+            return code
+    print(f"\nThe service keeps running: {config.serve.host}:{config.serve.port}. Stop it with `cl down`.")
     return 0
 
 
 _JSON = (("--json",), {"action": "store_true", "help": "print JSON instead of text"})
+
+_MAX_EVENTS = (("--max-events",), {"type": int, "help": "stop the learner after this many applied events"})
+_IDLE_EXIT = (("--idle-exit",), {"type": float, "help": "stop the learner after this many idle seconds"})
+_FOREGROUND = (("--foreground",), {"action": "store_true", "help": "run in this process instead of as a Ray job"})
+_REQUESTS = (("--requests",), {"type": int, "default": 4000, "help": "simulated requests to send (default 4000)"})
 
 COMMANDS: tuple[Command, ...] = (
     Command(("up",), _up, "start Kafka, MLflow and Ray locally (or use the ones configured) and create the topics"),
     Command(("down",), _down, "stop the services that `cl up` started"),
     Command(("status",), _status, "show each service's address, health and version; exit 1 if one is down", (_JSON,)),
     Command(("config", "show"), _config_show, "print the resolved configuration (file + CL_* environment)", (_JSON,)),
-)
+    Command(("serve",), _serve, "deploy the model-serving application on Ray Serve and print its URL"),
+    Command(("learn",), _learn, "start the online learner (a Ray Train job) on the feedback stream",
+            (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND)),
+    Command(("demo",), _demo, "simulated users call the service and rate it; their preferences change halfway", (_REQUESTS,)),
+    Command(("run",), _run, "up + serve + learn + demo: the whole service with its local defaults",
+            (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND, _REQUESTS)),
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -223,6 +223,7 @@ class LearnerConfig:
 
     workers: int = 1
     batch_size: int = 16
+    max_batch_size: int = 128  # under a backlog, micro-batches grow up to this (throughput)
     max_wait_s: float = 0.25  # learn from a partial micro-batch after this long
     lr: float = 5e-3
     preference_loss: str = "kto"  # for thumbs / ratings: "kto" or "rwl" (reward-weighted likelihood)
@@ -232,7 +233,7 @@ class LearnerConfig:
     replay_ratio: float = 1.0  # replayed examples per new example in a micro-batch
     drift_detector: str = "adwin"  # "adwin", "page_hinkley" or "none"
     drift_actions: str = "boost_lr,reset"  # comma-separated subset of boost_lr, branch, reset
-    boost_factor: float = 4.0
+    boost_factor: float = 2.0
     boost_events: int = 400
     snapshot_every_events: int = 200
     snapshot_every_s: float = 2.0
@@ -246,6 +247,8 @@ class LearnerConfig:
 
     def problems(self) -> list[str]:
         out = []
+        if self.max_batch_size < self.batch_size:
+            out.append(f"learner.max_batch_size: {self.max_batch_size} is below batch_size {self.batch_size}; raise it")
         for name in ("workers", "batch_size", "replay_capacity", "snapshot_every_events", "join_window_events"):
             if getattr(self, name) < 1:
                 out.append(f"learner.{name}: {getattr(self, name)} is too small; use 1 or more")
@@ -327,6 +330,20 @@ class Config:
     def from_dict(cls, values: Mapping[str, Any]) -> "Config":
         """Rebuild a config from ``to_dict()`` output (how it travels to Ray workers and jobs)."""
         return load_config_values(values)
+
+    def to_toml(self) -> str:
+        """The config as a loadable ``cl.toml``; unset keys appear as comments (TOML has no null)."""
+        import json
+
+        def line(key: str, value: Any) -> str:
+            return f"# {key} is unset" if value is None else f"{key} = {json.dumps(value)}"
+
+        values = self.to_dict()
+        out = [line(k, v) for k, v in values.items() if not isinstance(v, dict)]
+        for section, table in values.items():
+            if isinstance(table, dict):
+                out += ["", f"[{section}]", *(line(k, v) for k, v in table.items())]
+        return "\n".join(out) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (paths as strings), in the shape of the TOML file."""

@@ -1,0 +1,1 @@
+"""Internals of :mod:`kernels`: not part of the public API."""
