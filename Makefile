@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: run test setup up down status bench lock clean
 
 run: setup
-	$(BIN)/cl up
+	$(BIN)/cl run
 
 # pytest exits 5 when it collected no test; anything else is passed on.
 test: setup
@@ -27,6 +27,7 @@ up down status: setup
 	$(BIN)/cl $@
 
 bench: setup
+	$(BIN)/cl up
 	$(BIN)/python -m bench
 
 # Refresh the pinned versions after changing dependencies in pyproject.toml.
