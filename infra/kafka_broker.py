@@ -15,15 +15,8 @@ import uuid
 from pathlib import Path
 
 from cl.config import Config
-from infra._private.process import (
-    port_open,
-    read_pid,
-    require_free_port,
-    start_detached,
-    stop_process,
-    wait_until,
-)
-from infra.component import ComponentStatus
+from infra._private.process import port_open, read_pid, require_free_port, start_detached, wait_until
+from infra.component import ComponentStatus, LocalService
 from infra.errors import StackError
 
 _RESOURCES = Path(__file__).parent / "kafka"
@@ -38,24 +31,18 @@ def _require_tool(tool: str, fix: str) -> str:
     return path
 
 
-class KafkaBroker:
+class KafkaBroker(LocalService):
     """Manages the local broker, or checks the external cluster named by ``kafka.bootstrap``."""
 
     name = "kafka"
+    external_fix = "the cluster in CL_KAFKA_BOOTSTRAP does not answer; check host:port[,host:port] or unset it to run a local broker"
 
     def __init__(self, config: Config):
-        self.config = config
+        super().__init__(config, managed=config.kafka.managed, address=config.kafka.bootstrap_servers)
         self.kafka = config.kafka
-        self.dir = config.state_dir / "kafka"
         self.data_dir = self.dir / "data"
-        self.pid_file = self.dir / "kafka.pid"
-        self.log_file = self.dir / "kafka.log"
         self.properties_file = self.dir / "server.properties"
         self.jar_dir = config.cache_dir / f"kafka-{self.kafka.version}"
-
-    @property
-    def managed(self) -> bool:
-        return self.kafka.managed
 
     # -- installation -------------------------------------------------------------------------
 
@@ -144,18 +131,13 @@ class KafkaBroker:
         start_detached(self._java(_MAIN, str(self.properties_file)), self.log_file, self.pid_file)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        fix = (
-            f"see {self.log_file}; `cl down && cl up` restarts it"
-            if self.managed
-            else "check CL_KAFKA_BOOTSTRAP: it must list reachable brokers as host:port[,host:port]"
-        )
         wait_until(
             self._answers,
             what=f"Kafka at {self.kafka.bootstrap_servers}",
             timeout=timeout,
             pid_file=self.pid_file if self.managed else None,
             log_file=self.log_file if self.managed else None,
-            fix=fix,
+            fix=self.wait_fix(),
         )
 
     def _answers(self) -> bool:
@@ -212,23 +194,4 @@ class KafkaBroker:
             admin.close()
 
     def status(self) -> ComponentStatus:
-        healthy = (not self.managed or read_pid(self.pid_file) is not None) and self._answers()
-        if healthy:
-            fix = ""
-        elif self.managed:
-            fix = "run `cl up` to start it (its log: " + str(self.log_file) + ")"
-        else:
-            fix = "the cluster in CL_KAFKA_BOOTSTRAP does not answer; check the address or unset it to run a local broker"
-        return ComponentStatus(
-            name=self.name,
-            address=self.kafka.bootstrap_servers,
-            healthy=healthy,
-            version=self.kafka.version if self.managed else "",
-            managed=self.managed,
-            detail="" if healthy else "not answering",
-            fix=fix,
-        )
-
-    def stop(self) -> None:
-        if self.managed:
-            stop_process(self.pid_file, timeout=30)
+        return self.make_status(self.running() and self._answers(), self.kafka.version if self.managed else "")

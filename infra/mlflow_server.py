@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 from cl.config import Config
-from infra._private.process import read_pid, require_free_port, start_detached, stop_process, wait_until
-from infra.component import ComponentStatus
+from infra._private.process import read_pid, require_free_port, start_detached, wait_until
+from infra.component import ComponentStatus, LocalService
 
 
 def _get(url: str, timeout: float = 2.0) -> str | None:
@@ -23,21 +23,15 @@ def _get(url: str, timeout: float = 2.0) -> str | None:
         return None
 
 
-class MLflowServer:
+class MLflowServer(LocalService):
     """Manages the local MLflow server, or checks the one named by ``mlflow.uri``."""
 
     name = "mlflow"
+    external_fix = "the server in CL_MLFLOW_URI does not answer; check the URL or unset it to run a local one"
 
     def __init__(self, config: Config):
-        self.config = config
+        super().__init__(config, managed=config.mlflow.managed, address=config.mlflow.tracking_uri)
         self.mlflow = config.mlflow
-        self.dir = config.state_dir / "mlflow"
-        self.pid_file = self.dir / "mlflow.pid"
-        self.log_file = self.dir / "mlflow.log"
-
-    @property
-    def managed(self) -> bool:
-        return self.mlflow.managed
 
     def start(self) -> None:
         if not self.managed or read_pid(self.pid_file) is not None:
@@ -64,32 +58,12 @@ class MLflowServer:
             timeout=timeout,
             pid_file=self.pid_file if self.managed else None,
             log_file=self.log_file if self.managed else None,
-            fix=f"see {self.log_file}" if self.managed else "check CL_MLFLOW_URI: it must be a reachable MLflow server URL",
+            fix=self.wait_fix(),
         )
 
     def version(self) -> str:
         return (_get(f"{self.mlflow.tracking_uri}/version") or "").strip()
 
     def status(self) -> ComponentStatus:
-        alive = not self.managed or read_pid(self.pid_file) is not None
-        healthy = alive and _get(f"{self.mlflow.tracking_uri}/health") is not None
-        if healthy:
-            fix = ""
-        elif self.managed:
-            fix = f"run `cl up` to start it (its log: {self.log_file})"
-        else:
-            fix = "the server in CL_MLFLOW_URI does not answer; check the URL or unset it to run a local one"
-        return ComponentStatus(
-            name=self.name,
-            address=self.mlflow.tracking_uri,
-            healthy=healthy,
-            version=self.version() if healthy else "",
-            managed=self.managed,
-            detail="" if healthy else "not answering",
-            fix=fix,
-        )
-
-    def stop(self) -> None:
-        if self.managed:
-            stop_process(self.pid_file, timeout=20)
-
+        healthy = self.running() and _get(f"{self.mlflow.tracking_uri}/health") is not None
+        return self.make_status(healthy, self.version() if healthy else "")

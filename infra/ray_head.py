@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 from cl.config import Config
-from infra._private.process import read_pid, require_free_port, start_detached, stop_process, wait_until
-from infra.component import ComponentStatus
+from infra._private.process import read_pid, require_free_port, start_detached, wait_until
+from infra.component import ComponentStatus, LocalService
 
 
 def _version(dashboard_url: str) -> str | None:
@@ -27,21 +27,15 @@ def _version(dashboard_url: str) -> str | None:
         return None
 
 
-class RayHead:
+class RayHead(LocalService):
     """Manages the local Ray head, or checks the cluster named by ``ray.address``."""
 
     name = "ray"
+    external_fix = "the cluster in RAY_ADDRESS does not answer; check it (GCS host:port or dashboard URL) or unset it"
 
     def __init__(self, config: Config):
-        self.config = config
+        super().__init__(config, managed=config.ray.managed, address=f"{config.ray.gcs_address} (jobs: {config.ray.dashboard_url})")
         self.ray = config.ray
-        self.dir = config.state_dir / "ray"
-        self.pid_file = self.dir / "ray.pid"
-        self.log_file = self.dir / "ray.log"
-
-    @property
-    def managed(self) -> bool:
-        return self.ray.managed
 
     def start(self) -> None:
         if not self.managed or read_pid(self.pid_file) is not None:
@@ -78,30 +72,9 @@ class RayHead:
             timeout=timeout,
             pid_file=self.pid_file if self.managed else None,
             log_file=self.log_file if self.managed else None,
-            fix=f"see {self.log_file}" if self.managed else "check RAY_ADDRESS: a GCS host:port or the dashboard's http:// URL",
+            fix=self.wait_fix(),
         )
 
     def status(self) -> ComponentStatus:
-        alive = not self.managed or read_pid(self.pid_file) is not None
-        version = _version(self.ray.dashboard_url) if alive else None
-        healthy = version is not None
-        if healthy:
-            fix = ""
-        elif self.managed:
-            fix = f"run `cl up` to start it (its log: {self.log_file})"
-        else:
-            fix = "the cluster in RAY_ADDRESS does not answer; check it or unset it to run a local head"
-        return ComponentStatus(
-            name=self.name,
-            address=f"{self.ray.gcs_address} (jobs: {self.ray.dashboard_url})",
-            healthy=healthy,
-            version=version or "",
-            managed=self.managed,
-            detail="" if healthy else "not answering",
-            fix=fix,
-        )
-
-    def stop(self) -> None:
-        if self.managed:
-            stop_process(self.pid_file, timeout=30)
-
+        version = _version(self.ray.dashboard_url) if self.running() else None
+        return self.make_status(version is not None, version or "")
