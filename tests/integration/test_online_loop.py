@@ -156,7 +156,7 @@ def test_a_killed_learner_resumes_and_applies_every_event_exactly_once(online):
     from learners.jobs import submit_learner
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    config, registry = online["config"], online["registry"]
+    config = online["config"]
     before = online["applied"]
     users = SimulatedUsers(config.model.n_features, config.model.n_labels, seed=3)
     job_id = submit_learner(config)
