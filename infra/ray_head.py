@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 import urllib.request
 from pathlib import Path
 
@@ -66,14 +67,31 @@ class RayHead(LocalService):
         start_detached(argv, self.log_file, self.pid_file, env=env)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
+        # The job server answers before the node's job agent has registered; until then a
+        # submit fails with "No available agent". A no-op job proves `ray job submit` works.
         wait_until(
-            lambda: _version(self.ray.dashboard_url) is not None,
+            lambda: _version(self.ray.dashboard_url) is not None and (not self.managed or self._accepts_jobs()),
             what=f"Ray job server at {self.ray.dashboard_url}",
             timeout=timeout,
             pid_file=self.pid_file if self.managed else None,
             log_file=self.log_file if self.managed else None,
             fix=self.wait_fix(),
         )
+
+    def _accepts_jobs(self) -> bool:
+        from ray.job_submission import JobSubmissionClient
+
+        marker = self.dir / "accepts-jobs"
+        if marker.exists() and marker.read_text() == str(read_pid(self.pid_file)):
+            return True
+        try:
+            JobSubmissionClient(self.ray.dashboard_url).submit_job(
+                entrypoint="python -c pass", submission_id=f"cl-up-check-{uuid.uuid4().hex[:8]}"
+            )
+        except (RuntimeError, ConnectionError, OSError):
+            return False
+        marker.write_text(str(read_pid(self.pid_file)))
+        return True
 
     def status(self) -> ComponentStatus:
         version = _version(self.ray.dashboard_url) if self.running() else None

@@ -47,6 +47,21 @@ def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer.close()
 
 
+@pytest.fixture
+def scratch_topic(stack) -> str:
+    """A topic of its own, so raw test payloads never reach the service's typed topics."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    name = f"{stack.kafka.topic_prefix}.scratch-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka.bootstrap_servers)
+    try:
+        admin.create_topics([NewTopic(name, 2, 1)])
+    finally:
+        admin.close()
+    return name
+
+
 def test_topics_exist_with_configured_partitions(stack):
     from kafka import KafkaAdminClient
 
@@ -62,8 +77,8 @@ def test_topics_exist_with_configured_partitions(stack):
     assert topics[t.events] == k.events_partitions
 
 
-def test_kafka_produce_consume_round_trip(stack):
-    topic = stack.topics.requests
+def test_kafka_produce_consume_round_trip(stack, scratch_topic):
+    topic = scratch_topic
     sent = [json.dumps({"event_id": uuid.uuid4().hex, "n": i}).encode() for i in range(25)]
     _produce(stack.kafka.bootstrap_servers, topic, sent)
     got = _consume_all(stack.kafka.bootstrap_servers, topic, expect=len(sent))
@@ -99,9 +114,9 @@ def test_mlflow_register_alias_and_load_round_trip(stack, tmp_path: Path):
         assert torch.equal(loaded[key], tensor)
 
 
-def test_ray_job_submit_reads_from_kafka(stack, tmp_path: Path):
+def test_ray_job_submit_reads_from_kafka(stack, scratch_topic, tmp_path: Path):
     marker = f"hello-{uuid.uuid4().hex}"
-    _produce(stack.kafka.bootstrap_servers, stack.topics.events, [marker.encode()])
+    _produce(stack.kafka.bootstrap_servers, scratch_topic, [marker.encode()])
     entry = tmp_path / "read_topic.py"
     entry.write_text(
         "import sys, uuid\n"
@@ -113,20 +128,20 @@ def test_ray_job_submit_reads_from_kafka(stack, tmp_path: Path):
     ray_bin = Path(sys.executable).with_name("ray")
     result = subprocess.run(
         [str(ray_bin), "job", "submit", "--address", stack.ray.dashboard_url, "--working-dir", str(tmp_path),
-         "--", "python", "read_topic.py", stack.kafka.bootstrap_servers, stack.topics.events],
+         "--", "python", "read_topic.py", stack.kafka.bootstrap_servers, scratch_topic],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert marker in result.stdout
 
 
-def test_killed_broker_is_reported_and_restarted_without_losing_messages(stack, stack_environ, cl_command):
+def test_killed_broker_is_reported_and_restarted_without_losing_messages(stack, stack_environ, cl_command, scratch_topic):
     from infra._private.process import read_pid
     from infra.kafka_broker import KafkaBroker
 
     if not stack.kafka.managed:
         pytest.fail("this test kills the local broker; unset CL_KAFKA_BOOTSTRAP to run it")
-    topic = stack.topics.feedback
+    topic = scratch_topic
     sent = [f"before-kill-{i}-{uuid.uuid4().hex}".encode() for i in range(40)]
     _produce(stack.kafka.bootstrap_servers, topic, sent)
 
