@@ -15,8 +15,19 @@ import urllib.request
 from pathlib import Path
 
 from cl.config import Config
-from infra._private.process import read_pid, require_free_port, start_detached, wait_until
+from infra._private.process import free_port, read_pid, require_free_port, start_detached, wait_until
 from infra.component import ComponentStatus, LocalService
+
+
+_SIDE_PORTS = (
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+    "ray-client-server-port",
+    "node-manager-port",
+    "object-manager-port",
+)
 
 
 def _version(dashboard_url: str) -> str | None:
@@ -54,6 +65,10 @@ class RayHead(LocalService):
             f"--dashboard-port={self.ray.dashboard_port}",
             f"--num-cpus={self.ray.num_cpus}",
             f"--object-store-memory={self.ray.object_store_mb * 1024 * 1024}",
+            # Ray's side ports default to fixed numbers (52365, 10001, ...): two clusters on one
+            # machine (a developer's and the test suite's) would fight over them, and the loser's
+            # job agent never starts. Free ones are picked for each start.
+            *(f"--{flag}={free_port()}" for flag in _SIDE_PORTS),
             "--disable-usage-stats",
         ]  # fmt: skip
         # Jobs' `python` is this environment's, and the project root is on the workers' path,
