@@ -247,6 +247,11 @@ class LearnerConfig:
 
     def problems(self) -> list[str]:
         out = []
+        if self.workers > 1:
+            # Each worker would train and publish its own adapter: wrong until gradients,
+            # drift decisions and snapshots are synchronised across ranks.
+            out.append(f"learner.workers: {self.workers} workers are not supported yet (data-parallel learning "
+                       "is not synchronised across ranks); use 1")
         if self.max_batch_size < self.batch_size:
             out.append(f"learner.max_batch_size: {self.max_batch_size} is below batch_size {self.batch_size}; raise it")
         for name in ("workers", "batch_size", "replay_capacity", "snapshot_every_events", "join_window_events"):

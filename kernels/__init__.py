@@ -1,6 +1,6 @@
 """GPU kernels for the MoE model, each with a plain-torch reference.
 
-Every kernel comes in four layers (see ``docs/benchmarks-kernels.md`` for speed):
+Every kernel comes in four layers (see ``docs/benchmarks.md`` for speed):
 a Triton kernel, its launcher (``fused_moe``, ``multi_lora``), a torch reference
 that is also the CPU and training path (``fused_moe_ref``, ``multi_lora_ref``),
 and the dispatch function the model calls (``moe_experts``, ``apply_lora``),

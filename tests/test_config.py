@@ -68,3 +68,8 @@ def test_missing_and_malformed_files_are_reported(tmp_path: Path):
     bad.write_text("[kafka\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path=bad, env={})
+
+
+def test_multi_worker_learning_is_refused_until_it_is_synchronised():
+    with pytest.raises(ConfigError, match="learner.workers"):
+        load_config(path=None, env={"CL_LEARNER_WORKERS": "2"})
