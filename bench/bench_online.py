@@ -132,9 +132,38 @@ def bench_serving(base: Config, n: int, concurrency: int = 32) -> dict[str, floa
             rate, lat, failed = _load(url, "/v1/feedback", feedback, concurrency)
             out["feedback_rps"], out["feedback_p50_ms"], out["feedback_p99_ms"] = rate, _p(lat, 50) * 1e3, _p(lat, 99) * 1e3
             out["feedback_failures"] = failed
+    out.update(_replica_batching(config, bodies, concurrency))
     shutdown(config)
     out["batching_speedup"] = out["predict_batched_rps"] / out["predict_unbatched_rps"]
     return out
+
+
+def _replica_batching(config: Config, bodies: list[dict], concurrency: int) -> dict[str, float]:
+    """The model replica alone, through a DeploymentHandle (no HTTP proxy, no ingress): batched vs not."""
+    import asyncio
+
+    from ray import serve
+
+    handle = serve.get_deployment_handle("ModelReplica", app_name=config.app)
+
+    async def drive(method) -> float:
+        queue = list(bodies)
+
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                await method.remote({"text": None, "features": body["features"], "model_version": None})
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(bodies) / (time.perf_counter() - start)
+
+    async def both() -> tuple[float, float]:
+        await drive(handle.predict)  # warm-up
+        return await drive(handle.predict), await drive(handle.predict_unbatched)
+
+    batched, unbatched = asyncio.run(both())
+    return {"replica_batched_rps": batched, "replica_unbatched_rps": unbatched, "replica_batching_speedup": batched / unbatched}
 
 
 def bench_freshness(base: Config, samples: int) -> dict[str, float]:
@@ -188,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"   predict batched {s['predict_batched_rps']:.0f} req/s (p99 {s['predict_batched_p99_ms']:.0f} ms) | "
           f"unbatched {s['predict_unbatched_rps']:.0f} req/s (p99 {s['predict_unbatched_p99_ms']:.0f} ms) | "
           f"speed-up {s['batching_speedup']:.2f}x")  # fmt: skip
+    print(f"   model replica alone (DeploymentHandle, no HTTP): batched {s['replica_batched_rps']:.0f} req/s | "
+          f"unbatched {s['replica_unbatched_rps']:.0f} req/s | speed-up {s['replica_batching_speedup']:.2f}x")  # fmt: skip
     print(f"   feedback {s['feedback_rps']:.0f} req/s, p50 {s['feedback_p50_ms']:.1f} ms, p99 {s['feedback_p99_ms']:.1f} ms, "
           f"failures {s['feedback_failures']:.0f}")  # fmt: skip
     print("== freshness: rating accepted -> served by a version that includes it")

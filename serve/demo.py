@@ -102,7 +102,7 @@ def run_demo(
                 with lock:
                     acc = sum(recent) / max(1, len(recent))
                     serving = result.versions[-1] if result.versions else "-"
-                say(f"  requests {len(result.correct):5d} | correct (last 200) {acc:5.1%} | serving version {serving:>5}"
+                say(f"  requests {len(result.correct):5d} | positive-rating rate (last 200) {acc:5.1%} | serving version {serving:>5}"
                     f" | versions published {len(result.published):3d} | errors {result.errors}")  # fmt: skip
                 last = time.monotonic()
     stop.set()
