@@ -431,7 +431,7 @@ def _apply(target: dict, cls: type, values: Mapping[str, Any], prefix: str, prob
             target[key] = value
 
 
-def _env_values(env: Mapping[str, str], problems: list[str]) -> dict[str, dict[str, str]]:
+def _env_values(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Group ``CL_*`` variables by section: {"": top-level, "kafka": {...}, ...}."""
     out: dict[str, dict[str, str]] = {"": {}}
     for name, value in env.items():
@@ -495,7 +495,7 @@ def _build(file_values: Mapping[str, Any], env: Mapping[str, str], problems: lis
             problems.append(f"{s}: expected a [{s}] table in cl.toml, got {raw!r}")
             continue
         _apply(sections[s], cls, raw, f"{s}.", problems, env=False)
-    env_values = _env_values(env, problems)
+    env_values = _env_values(env)
     _apply(top, Config, env_values.pop(""), "", problems, env=True)
     for s, values in env_values.items():
         _apply(sections[s], _SECTIONS[s], values, f"{s}.", problems, env=True)

@@ -151,14 +151,20 @@ class AdapterRegistry:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _download(self, version: str, dst: Path) -> Path:
+    def _model_version(self, version: str) -> Any:
         try:
-            mv = self.client.get_model_version(self.model_name, str(version))
-            run_id, path = mv.source.removeprefix("runs:/").split("/", 1)
-            local = self.client.download_artifacts(run_id, path, str(dst))
+            return self.client.get_model_version(self.model_name, str(version))
         except MlflowException as e:
-            raise KeyError(f"{self.model_name} has no version {version!r} that can be fetched: {e.message}") from e
-        return Path(local)
+            raise KeyError(f"{self.model_name} has no version {version!r}") from e
+
+    def _fetch(self, mv: Any, name: str, dst: Path) -> Path:
+        """Download one file of a version's snapshot (not the whole folder: the learner state
+        can be large, and serving needs only the adapter)."""
+        run_id, path = mv.source.removeprefix("runs:/").split("/", 1)
+        try:
+            return Path(self.client.download_artifacts(run_id, f"{path}/{name}", str(dst)))
+        except MlflowException as e:
+            raise KeyError(f"{self.model_name} version {mv.version}: {name} cannot be fetched: {e.message}") from e
 
     def load_adapter(self, version: str) -> dict[str, torch.Tensor]:
         """The adapter tensors of ``version``, after checking them against the published checksum.
@@ -167,10 +173,10 @@ class AdapterRegistry:
             AdapterIntegrityError: the artifact's sha256 differs from the version's tag.
             KeyError: no such version.
         """
-        expected = self.get_version(version).tags.get("adapter_sha256")  # KeyError if unknown
+        mv = self._model_version(version)
+        expected = (mv.tags or {}).get("adapter_sha256")
         with tempfile.TemporaryDirectory() as tmp:
-            folder = self._download(version, Path(tmp))
-            path = folder / ADAPTER_FILE
+            path = self._fetch(mv, ADAPTER_FILE, Path(tmp))
             actual = _sha256(path)
             if expected is None or actual != expected:
                 raise AdapterIntegrityError(
@@ -181,22 +187,18 @@ class AdapterRegistry:
 
     def load_learner_state(self, version: str) -> dict | None:
         """The learner state saved with ``version`` (None if it was published without one)."""
+        mv = self._model_version(version)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = self._download(version, Path(tmp))
-            path = folder / STATE_FILE
-            if not path.exists():
+            manifest = json.loads(self._fetch(mv, MANIFEST_FILE, Path(tmp)).read_text())
+            if STATE_FILE not in manifest:
                 return None
-            manifest = json.loads((folder / MANIFEST_FILE).read_text())
-            if manifest.get(STATE_FILE) != _sha256(path):
+            path = self._fetch(mv, STATE_FILE, Path(tmp))
+            if manifest[STATE_FILE] != _sha256(path):
                 raise AdapterIntegrityError(f"learner state of version {version} does not match its manifest")
             return torch.load(path, weights_only=True)
 
     def get_version(self, version: str) -> VersionInfo:
-        try:
-            mv = self.client.get_model_version(self.model_name, str(version))
-        except MlflowException as e:
-            raise KeyError(f"{self.model_name} has no version {version!r}") from e
-        return self._info(mv)
+        return self._info(self._model_version(version))
 
     def list_versions(self, limit: int = 1000) -> list[VersionInfo]:
         """The newest ``limit`` versions, oldest first, with their aliases."""

@@ -182,8 +182,8 @@ class KafkaBroker(LocalService):
         admin = KafkaAdminClient(bootstrap_servers=k.bootstrap_servers, client_id="cl-setup")
         try:
             existing = set(admin.list_topics())
-            missing = [NewTopic(name, n, 1 if self.managed else min(3, len(admin.describe_cluster().get("brokers") or [1])))
-                       for name, n in wanted.items() if name not in existing]  # fmt: skip
+            replicas = 1 if self.managed else min(3, len(admin.describe_cluster().get("brokers") or [1]))
+            missing = [NewTopic(name, n, replicas) for name, n in wanted.items() if name not in existing]
             if missing:
                 try:
                     admin.create_topics(missing)
