@@ -221,7 +221,7 @@ DRIFT_ACTIONS = ("boost_lr", "branch", "reset")
 class LearnerConfig:
     """The online learner: micro-batches, losses, replay, drift handling and snapshots."""
 
-    workers: int = 1
+    workers: int = 1  # data-parallel ranks; each reads its share of the feedback partitions
     batch_size: int = 16
     max_batch_size: int = 128  # under a backlog, micro-batches grow up to this (throughput)
     max_wait_s: float = 0.25  # learn from a partial micro-batch after this long
@@ -247,11 +247,6 @@ class LearnerConfig:
 
     def problems(self) -> list[str]:
         out = []
-        if self.workers > 1:
-            # Each worker would train and publish its own adapter: wrong until gradients,
-            # drift decisions and snapshots are synchronised across ranks.
-            out.append(f"learner.workers: {self.workers} workers are not supported yet (data-parallel learning "
-                       "is not synchronised across ranks); use 1")
         if self.max_batch_size < self.batch_size:
             out.append(f"learner.max_batch_size: {self.max_batch_size} is below batch_size {self.batch_size}; raise it")
         for name in ("workers", "batch_size", "replay_capacity", "snapshot_every_events", "join_window_events"):

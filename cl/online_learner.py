@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from cl.config import ConfigError, LearnerConfig
+from cl.data_parallel import RankGroup, SingleProcess
 from cl.drift import make_drift_detector
 from cl.example import Example, ModelBatch, check_example, encode_examples
 from cl.objectives import Scored, SupervisedLoss, make_preference_loss, score_labels, score_tokens
@@ -78,6 +79,8 @@ class StepReport:
         rejected: ``(event_id, reason)`` for each example that was not learned from;
             send them to the dead-letter topic.
         n_replayed: Replayed examples in the micro-batch.
+        n_events_all_ranks: New examples accepted by every rank of the group in this step
+            (``n_events`` for a single learner).
     """
 
     n_events: int
@@ -89,6 +92,7 @@ class StepReport:
     events_seen: int
     rejected: tuple[tuple[str, str], ...] = ()
     n_replayed: int = 0
+    n_events_all_ranks: int = 0
 
 
 class OnlineLearner:
@@ -105,6 +109,8 @@ class OnlineLearner:
         seed: Seeds the replay buffer and the learner's random generator.
         branch_source: Called on a ``branch`` action; returns the adapter state to branch
             from (e.g. the champion's) or ``None`` for a fresh adapter.
+        group: The data-parallel ranks this learner is one of (default: just itself). Each
+            :meth:`learn` is then a collective: every rank calls it, even with no examples.
 
     Raises:
         ConfigError: ``config`` has problems (all are listed).
@@ -119,6 +125,7 @@ class OnlineLearner:
         slot: int = 0,
         seed: int = 0,
         branch_source: Callable[[], dict[str, torch.Tensor] | None] | None = None,
+        group: RankGroup | None = None,
     ) -> None:
         problems = config.problems()
         if problems:
@@ -131,6 +138,7 @@ class OnlineLearner:
         self.slot = slot
         self.seed = seed
         self.branch_source = branch_source
+        self.group: RankGroup = group or SingleProcess()
         self._supervised = SupervisedLoss()
         self._preference = make_preference_loss(config.preference_loss, config.kto_beta)
         self._buffer = make_replay_buffer(config.replay, config.replay_capacity, seed)
@@ -145,6 +153,8 @@ class OnlineLearner:
             "lr": float(config.lr), "boost_left": 0,
         }
         self._params = model.adapter_parameters()
+        # Data-parallel: the load behind each balance update is summed over the ranks first.
+        self._pending_load = model.defer_balance() if self.group.world_size > 1 else []
         self._optimizer = self._new_optimizer()
         model.eval()
 
@@ -176,25 +186,34 @@ class OnlineLearner:
         stats["events_rejected"] += len(rejected)
         lr = stats["lr"]
 
-        errors, detections, actions = self._watch(accepted)
+        self._count_preferences(accepted)
         new = [ex for ex in accepted if ex.trainable]
         n_replay = math.floor(self.config.replay_ratio * len(new) + 0.5) if new else 0
         # buffer.sample with keys rather than mix_batch: the keys let us refresh the losses.
         replayed = self._buffer.sample(n_replay, self._rng, return_keys=True) if n_replay else []
         batch = new + [ex for _, ex in replayed]
+        # Every rank sees every rank's errors in rank order, so their detectors, drift
+        # decisions and learning rates stay identical; the step averages over all rows.
+        local_errors = [e for e in (ex.user_error for ex in accepted) if e is not None]
+        shared = self.group.all_gather((local_errors, len(accepted), len(batch)))
+        errors = [e for errs, _, _ in shared for e in errs]
+        n_accepted = sum(n for _, n, _ in shared)
+        n_rows = sum(n for _, _, n in shared)
+        detections, actions = self._watch(errors)
         loss = float("nan")
-        if batch:
-            losses, predictions = self._step(batch, lr)
-            loss = float(losses.mean())
-            self._remember(new, replayed, losses)
-            self._score(new, predictions)
+        if n_rows:
+            losses, predictions = self._step(batch, lr, n_rows)
+            if batch:
+                loss = float(losses.mean())
+                self._remember(new, replayed, losses)
+                self._score(new, predictions)
+                ema = stats["loss_ema"]
+                stats["loss_ema"] = loss if ema is None else (1 - EMA) * ema + EMA * loss
             stats["steps"] += 1
-            ema = stats["loss_ema"]
-            stats["loss_ema"] = loss if ema is None else (1 - EMA) * ema + EMA * loss
         self._track_expert_load()
 
         if stats["boost_left"] > 0:
-            stats["boost_left"] -= len(accepted)
+            stats["boost_left"] -= n_accepted
             if stats["boost_left"] <= 0:
                 stats["boost_left"], stats["lr"] = 0, float(self.config.lr)
                 actions.append("lr_restored")
@@ -204,17 +223,18 @@ class OnlineLearner:
         return StepReport(
             n_events=len(accepted), loss=loss, errors=errors, drift=detections > 0,
             actions=tuple(actions), lr=lr, events_seen=stats["events_seen"],
-            rejected=tuple(rejected), n_replayed=len(replayed),
+            rejected=tuple(rejected), n_replayed=len(replayed), n_events_all_ranks=n_accepted,
         )
 
-    def _watch(self, accepted: list[Example]) -> tuple[list[int], int, list[str]]:
-        """Feed user errors to the window and detector; reset it on a detection if configured."""
-        errors = [e for e in (ex.user_error for ex in accepted) if e is not None]
-        detections, actions = 0, []
+    def _count_preferences(self, accepted: list[Example]) -> None:
         for ex in accepted:
             if ex.is_preference and ex.desirable is not None:
                 self._stats["preference_events"] += 1
                 self._stats["preference_positive"] += int(ex.desirable)
+
+    def _watch(self, errors: list[int]) -> tuple[int, list[str]]:
+        """Feed user errors to the window and detector; reset it on a detection if configured."""
+        detections, actions = 0, []
         for err in errors:
             self._window.append(err)
             if self._detector is None:
@@ -231,7 +251,7 @@ class OnlineLearner:
                 if "reset" in self.config.actions:
                     self._detector.reset()
                     actions.append("reset")
-        return errors, detections, actions
+        return detections, actions
 
     def _adapt(self) -> list[str]:
         """Apply the configured non-reset drift actions; return their names."""
@@ -243,12 +263,14 @@ class OnlineLearner:
                 done.append(action)
             elif action == "branch":
                 self.branch_from(self.branch_source() if self.branch_source is not None else None)
+                self.group.broadcast_(self._params)  # one fresh start for all ranks
                 done.append(action)
         return done
 
-    def _step(self, batch: list[Example], lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on ``batch``; returns per-example losses ``(N,)`` (detached) and
-        the pre-step classify predictions ``(N,)`` (-1 for lm rows)."""
+    def _step(self, batch: list[Example], lr: float, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on ``batch``, averaged over the ``n_rows`` rows of every rank;
+        returns per-example losses ``(N,)`` (detached) and the pre-step classify predictions
+        ``(N,)`` (-1 for lm rows). ``batch`` may be empty on a rank whose peers have rows."""
         cfg = self.model.config
         losses = torch.zeros(len(batch))  # (N,)
         predictions = torch.full((len(batch),), -1, dtype=torch.long)  # (N,)
@@ -264,12 +286,25 @@ class OnlineLearner:
             for param_group in self._optimizer.param_groups:
                 param_group["lr"] = lr
             self._optimizer.zero_grad(set_to_none=True)
-            (total / len(batch)).backward()
+            if total is not None:
+                (total / n_rows).backward()
+            if self.group.world_size > 1:
+                self._share_gradients()
             self._optimizer.step()
+            self.group.sum_(self._pending_load)
             self.model.update_balance()  # no-op when the model balances after every forward
         finally:
             self.model.eval()
         return losses, predictions
+
+    def _share_gradients(self) -> None:
+        """Sum every rank's gradients (each already divided by the global row count)."""
+        grads = []
+        for p in self._params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        self.group.sum_(grads)
 
     def _group_losses(self, group: ModelBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row losses ``(B,)`` and policy logits of one input kind, in train mode."""

@@ -4,6 +4,13 @@ The order inside a snapshot is what makes a crash harmless: the model, the learn
 and the Kafka positions it reached are registered together as one MLflow version; only then
 are the offsets committed and ``version_published`` announced. A restarted worker loads the
 newest version and seeks to its positions, so every event is applied exactly once.
+
+With several workers (``learner.workers``), each reads its share of the feedback partitions
+and every request partition (so feedback joins whichever partition a client posted it to).
+The workers move in lockstep: once per poll they exchange a small status, and from it all
+take the same decisions: step (together, averaging gradients, see
+:mod:`cl.data_parallel`), snapshot or stop. A snapshot is one version holding every rank's
+part (:mod:`learners.rank_state`), registered by rank 0 before any rank commits.
 """
 
 from __future__ import annotations
@@ -18,15 +25,28 @@ import torch
 
 from cl.base_model import build_base_model
 from cl.config import Config
+from cl.data_parallel import RankGroup, current_group
 from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
 from cl.example import Example
 from cl.online_learner import OnlineLearner, StepReport
 from cl.registry import AdapterRegistry
+from learners.rank_state import merge_metrics, merge_positions, rank_parts, share_for_rank
 from streams import DeadLetters, EventProducer, FeedbackJoiner, JoinResult, OffsetReader, Record, position_key
 
 __all__ = ["FeedbackLoop", "LoopLimits"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RankStatus:
+    """What one rank tells the others once per poll; every decision is taken from all of them."""
+
+    pending: int  # examples waiting in its micro-batch
+    ready: bool  # its micro-batch is full or has waited max_wait_s
+    events: int  # events it has applied so far
+    idle_s: float  # seconds since it last read anything
+    clock_s: float  # seconds since the loop started (rank 0's paces the timed snapshots)
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,7 @@ class FeedbackLoop:
         rank, world_size: this worker's share of the partitions.
         limits: when to stop.
         say: where progress lines go (the job's log).
+        group: the ranks to move in lockstep with (default: from ``torch.distributed``).
     """
 
     def __init__(
@@ -56,7 +77,11 @@ class FeedbackLoop:
         world_size: int = 1,
         limits: LoopLimits = LoopLimits(),
         say: Callable[[str], None] = print,
+        group: RankGroup | None = None,
     ):
+        self.group = group or current_group()
+        if self.group.world_size != world_size:
+            raise ValueError(f"world_size={world_size} but the process group has {self.group.world_size} ranks")
         self.config = config
         self.rank = rank
         self.world_size = world_size
@@ -67,7 +92,8 @@ class FeedbackLoop:
         self.producer = EventProducer(config.kafka.bootstrap_servers, client_id=f"{config.app}-learner-{rank}")
         self.dead_letters = DeadLetters(self.producer, self.topics.dlq)
         self.model = build_base_model(config.model, n_adapter_slots=1)
-        self.learner = OnlineLearner(self.model, config.learner, slot=0, seed=config.model.seed, branch_source=self._champion_adapter)
+        self.learner = OnlineLearner(self.model, config.learner, slot=0, seed=config.model.seed + rank,
+                                     branch_source=self._champion_adapter, group=self.group)
         lc = config.learner
         self.joiner = FeedbackJoiner(max_requests=lc.join_window_events, max_age_s=lc.join_window_s)
         self.parent_version: str | None = None
@@ -82,8 +108,10 @@ class FeedbackLoop:
             rank=rank,
             world_size=world_size,
             positions=positions,
+            every_partition=[self.topics.requests],
         )
-        self.run_id = self.registry.start_run(
+        self.events_applied = self.learner.events_seen  # by every rank; refreshed once per poll
+        self.run_id = None if rank else self.registry.start_run(
             f"online-learner-{int(time.time())}",
             params={"base_version": config.model.base_version, "resumed_from": self.parent_version or "", **lc.__dict__},
         )
@@ -102,11 +130,15 @@ class FeedbackLoop:
         if state is None or state.get("base_version") != self.config.model.base_version:
             self.say(f"learner: version {latest} has no learner state for this base; starting a fresh adapter")
             return {}
-        self.learner.load_state_dict(state["learner"])
-        self.joiner.load_state_dict(state["joiner"])
+        parts = rank_parts(state)
+        share = share_for_rank(parts, self.rank, self.world_size)
+        self.learner.load_state_dict(share["learner"])
+        self.joiner.load_state_dict(share["joiner"])
         self.parent_version = latest
-        self.say(f"learner: resumed from version {latest} ({self.learner.events_seen} events applied so far)")
-        return dict(state["positions"])
+        resized = f", written by {len(parts)} worker(s)" if len(parts) != self.world_size else ""
+        self.say(f"learner {self.rank}: resumed from version {latest}{resized} "
+                 f"({self.learner.events_seen} events applied so far by this worker)")
+        return share["positions"]
 
     def _snapshot_positions(self) -> tuple[dict[str, int], dict[str, int]]:
         """(positions to resume from, positions actually reached): requests resume earlier."""
@@ -118,42 +150,50 @@ class FeedbackLoop:
         return resume, reached
 
     def snapshot(self, reason: str) -> str:
-        """Register the adapter and all state as a version, then commit offsets, then announce."""
+        """Register the adapter and all state as a version, then commit offsets, then announce.
+
+        A collective: every rank calls it; rank 0 registers the version with every rank's part.
+        """
         resume, reached = self._snapshot_positions()
-        metrics = self.learner.metrics()
-        state = {
-            "base_version": self.config.model.base_version,
-            "learner": self.learner.state_dict(),
-            "joiner": self.joiner.state_dict(),
-            "positions": resume,
-        }
-        version = self.registry.publish(
-            self.model.adapter_state(0),
-            tags={
+        part = {"learner": self.learner.state_dict(), "joiner": self.joiner.state_dict(), "positions": resume}
+        parts = self.group.all_gather(part)
+        metrics = merge_metrics(self.group.all_gather(self.learner.metrics()), [p["learner"]["stats"] for p in parts])
+        events_seen = int(metrics["events_seen"])
+        version = None
+        if self.rank == 0:
+            positions = merge_positions([p["positions"] for p in parts])
+            state = {"base_version": self.config.model.base_version, "world_size": self.world_size, "ranks": parts}
+            version = self.registry.publish(
+                self.model.adapter_state(0),
+                tags={
+                    "base_version": self.config.model.base_version,
+                    "parent_version": self.parent_version or "",
+                    "kafka_offsets": json.dumps(positions, sort_keys=True),
+                    "events_seen": str(events_seen),
+                    "learner_workers": str(self.world_size),
+                    "reason": reason,
+                },
+                metrics=metrics,
+                learner_state=state,
+                run_id=self.run_id,
+                step=events_seen,
+            )
+        version = self.group.all_gather(version)[0]  # nobody commits before the version exists
+        self.reader.commit(reached)
+        if self.rank == 0:
+            payload = {
+                "version": version,
+                "model_name": self.config.mlflow.model_name,
                 "base_version": self.config.model.base_version,
                 "parent_version": self.parent_version or "",
-                "kafka_offsets": json.dumps(resume, sort_keys=True),
-                "events_seen": str(self.learner.events_seen),
+                "events_seen": events_seen,
                 "reason": reason,
-            },
-            metrics=metrics,
-            learner_state=state,
-            run_id=self.run_id,
-            step=self.learner.events_seen,
-        )
-        self.reader.commit(reached)
-        payload = {
-            "version": version,
-            "model_name": self.config.mlflow.model_name,
-            "base_version": self.config.model.base_version,
-            "parent_version": self.parent_version or "",
-            "events_seen": self.learner.events_seen,
-            "reason": reason,
-            "metrics": {k: float(v) for k, v in metrics.items()},
-        }
-        self.producer.send_and_wait(self.topics.events, LifecycleEvent(type="version_published", payload=payload))
+                "metrics": {k: float(v) for k, v in metrics.items()},
+            }
+            self.producer.send_and_wait(self.topics.events, LifecycleEvent(type="version_published", payload=payload))
         self.parent_version = version
         self.published.append(version)
+        self.events_applied = events_seen
         return version
 
     # -- the loop -------------------------------------------------------------------------------
@@ -191,19 +231,20 @@ class FeedbackLoop:
 
     def _learn(self, batch: list[Example]) -> StepReport:
         report = self.learner.learn(batch)
+        self.events_applied += report.n_events_all_ranks
         for event_id, reason in report.rejected:
             feedback = self._in_batch[event_id]
             self.dead_letters.rejected(feedback, "not_trainable", feedback.signal, reason, self.topics.feedback)
-        if report.drift:
-            payload = {"events_seen": self.learner.events_seen, "actions": list(report.actions), "lr": report.lr,
+        if report.drift and self.rank == 0:  # every rank detects it alike; rank 0 says so
+            payload = {"events_seen": self.events_applied, "actions": list(report.actions), "lr": report.lr,
                        "detector": self.config.learner.drift_detector}  # fmt: skip
             self.producer.send(self.topics.events, LifecycleEvent(type="drift_detected", payload=payload))
-            self.registry.log_metrics(self.run_id, {"drift_detected": 1.0}, step=self.learner.events_seen)
-            self.say(f"learner: drift detected after {self.learner.events_seen} events; actions: {', '.join(report.actions) or 'none'}")
+            self.registry.log_metrics(self.run_id, {"drift_detected": 1.0}, step=self.events_applied)
+            self.say(f"learner: drift detected after {self.events_applied} events; actions: {', '.join(report.actions) or 'none'}")
         return report
 
     def run(self) -> dict[str, float]:
-        """Loop until a limit is reached; returns the final metrics."""
+        """Loop until a limit is reached; returns the final metrics (of all ranks)."""
         lc, limits = self.config.learner, self.limits
         batch: list[Example] = []
         started = last_snapshot = last_progress = last_read = time.monotonic()
@@ -220,39 +261,58 @@ class FeedbackLoop:
             self._collect(JoinResult([], [], self.joiner.expire(now_wall)), batch)
             if batch and batch_since is None:
                 batch_since = now
+            ready = bool(batch) and (len(batch) >= lc.batch_size or now - (batch_since or now) >= lc.max_wait_s)
+            ranks = self.group.all_gather(
+                RankStatus(len(batch), ready, self.learner.events_seen, now - last_read, now - started)
+            )
+            self.events_applied = sum(r.events for r in ranks)
             drift = False
-            if batch and (len(batch) >= lc.batch_size or now - (batch_since or now) >= lc.max_wait_s):
-                # A backlog is learned in micro-batches of up to max_batch_size: fewer, larger steps.
-                for start in range(0, len(batch), lc.max_batch_size):
-                    report = self._learn(batch[start : start + lc.max_batch_size])
-                    since_snapshot += report.n_events
+            if any(r.ready for r in ranks):
+                # A backlog is learned in micro-batches of up to max_batch_size: fewer, larger
+                # steps. Every rank takes as many steps as the one with the most to learn.
+                steps = max(-(-r.pending // lc.max_batch_size) for r in ranks)
+                for i in range(steps):
+                    report = self._learn(batch[i * lc.max_batch_size : (i + 1) * lc.max_batch_size])
                     drift = drift or report.drift
+                since_snapshot += sum(r.pending for r in ranks)
                 batch, batch_since = [], None
                 self._in_batch.clear()
-            done = limits.max_events is not None and self.learner.events_seen >= limits.max_events
-            idle = limits.idle_exit_s is not None and now - last_read >= limits.idle_exit_s and not batch
-            overtime = limits.max_runtime_s is not None and now - started >= limits.max_runtime_s
-            due = since_snapshot >= lc.snapshot_every_events or (since_snapshot and now - last_snapshot >= lc.snapshot_every_s)
-            if (due or drift or ((done or idle or overtime) and since_snapshot)) and not batch:
-                reason = "drift" if drift else "final" if (done or idle or overtime) else "periodic"
+            # Decisions from what every rank said, so that all ranks take the same ones.
+            pending = any(r.pending for r in ranks) and not any(r.ready for r in ranks)
+            clock = ranks[0].clock_s
+            done = limits.max_events is not None and self.events_applied >= limits.max_events
+            idle = limits.idle_exit_s is not None and min(r.idle_s for r in ranks) >= limits.idle_exit_s and not pending
+            overtime = limits.max_runtime_s is not None and clock >= limits.max_runtime_s
+            stopping = (done or idle or overtime) and not pending
+            due = since_snapshot >= lc.snapshot_every_events or (since_snapshot and clock - last_snapshot >= lc.snapshot_every_s)
+            if (due or drift or (stopping and since_snapshot)) and not pending:
+                reason = "drift" if drift else "final" if stopping else "periodic"
                 version = self.snapshot(reason)
-                since_snapshot, last_snapshot = 0, now
-                self.say(f"learner: published version {version} ({reason}, {self.learner.events_seen} events)")
-            if now - last_progress >= 5.0:
+                since_snapshot, last_snapshot = 0, clock
+                if self.rank == 0:
+                    self.say(f"learner: published version {version} ({reason}, {self.events_applied} events)")
+            if self.rank == 0 and now - last_progress >= 5.0:
                 m = self.learner.metrics()
                 self.say(
-                    f"learner: {int(m.get('events_seen', 0))} events | prequential acc {m.get('prequential_accuracy', float('nan')):.3f}"
+                    f"learner: {self.events_applied} events | prequential acc {m.get('prequential_accuracy', float('nan')):.3f}"
                     f" | positive {m.get('positive_rate', float('nan')):.3f} | loss {m.get('loss_ema', float('nan')):.3f}"
                     f" | lag {self.reader.lag()} | dead letters {sum(self.dead_letters.counts.values())}"
                 )
                 last_progress = now
-            if (done or idle or overtime) and not batch:
+            if stopping:
                 break
+        final = self._final_metrics()
         self.close()
-        return {**self.learner.metrics(), "versions_published": float(len(self.published)), "duplicates": float(self.duplicates)}
+        return final
+
+    def _final_metrics(self) -> dict[str, float]:
+        parts = self.group.all_gather((self.learner.metrics(), self.learner.state_dict()["stats"], self.duplicates))
+        metrics = merge_metrics([m for m, _, _ in parts], [s for _, s, _ in parts])
+        return {**metrics, "versions_published": float(len(self.published)), "duplicates": float(sum(d for _, _, d in parts))}
 
     def close(self) -> None:
         self.dead_letters.flush()
         self.producer.close()
         self.reader.close()
-        self.registry.client.set_terminated(self.run_id)
+        if self.run_id is not None:
+            self.registry.client.set_terminated(self.run_id)

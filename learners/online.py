@@ -1,7 +1,7 @@
 """The online learner as a Ray Train job: ``python -m learners.online`` (or ``ray job submit``).
 
-One ``TorchTrainer`` worker by default; each worker runs a ``FeedbackLoop`` over its share
-of the partitions. Ray Train restarts a failed worker group (``learner.max_failures``), and
+One ``TorchTrainer`` worker by default (``learner.workers``); each worker runs a
+``FeedbackLoop`` over its share of the feedback partitions, in lockstep with the others. Ray Train restarts a failed worker group (``learner.max_failures``), and
 the loop resumes from the newest snapshot, so a crash costs re-reading, never an event.
 """
 

@@ -2,9 +2,9 @@
 
 Offsets are the learner's to manage: it snapshots them with the model in MLflow and commits
 them to Kafka only after the snapshot is registered, so a crash never loses or double-applies
-an event. Partitions are split among workers by rank (partition % world_size == rank), the
-same rule for every topic, so a request and its feedback (same key, same partition number)
-reach the same worker.
+an event. Partitions are split among workers by rank (partition % world_size == rank), except
+on topics every worker reads whole (``every_partition``): the learners read all of the request
+log, so feedback joins its request whichever partition a client posted it to.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class OffsetReader:
         rank, world_size: this worker's share of the partitions.
         positions: where to start, ``{"topic:partition": next_offset}`` (from a snapshot); a
             partition without one starts at the group's committed offset, else the beginning.
+        every_partition: topics of ``topics`` read whole by every rank.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class OffsetReader:
         world_size: int = 1,
         positions: dict[str, int] | None = None,
         max_poll_records: int = 1000,
+        every_partition: list[str] | tuple[str, ...] = (),
     ):
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -68,7 +70,8 @@ class OffsetReader:
             found = self._consumer.partitions_for_topic(topic)
             if not found:
                 raise ValueError(f"topic {topic!r} does not exist; run `cl up` to create the service's topics")
-            self.partitions += [TopicPartition(topic, p) for p in sorted(found) if p % world_size == rank]
+            mine = [p for p in sorted(found) if topic in every_partition or p % world_size == rank]
+            self.partitions += [TopicPartition(topic, p) for p in mine]
         self._consumer.assign(self.partitions)
         positions = positions or {}
         for tp in self.partitions:

@@ -70,6 +70,7 @@ def test_missing_and_malformed_files_are_reported(tmp_path: Path):
         load_config(path=bad, env={})
 
 
-def test_multi_worker_learning_is_refused_until_it_is_synchronised():
+def test_learner_workers_come_from_the_environment_and_zero_is_refused():
+    assert load_config(path=None, env={"CL_LEARNER_WORKERS": "2"}).learner.workers == 2
     with pytest.raises(ConfigError, match="learner.workers"):
-        load_config(path=None, env={"CL_LEARNER_WORKERS": "2"})
+        load_config(path=None, env={"CL_LEARNER_WORKERS": "0"})

@@ -238,6 +238,18 @@ class MoETransformer(nn.Module):
         for b in self.blocks:
             b.moe.router.update_balance()
 
+    def defer_balance(self) -> list[torch.Tensor]:
+        """Balance only on :meth:`update_balance`, not after every training forward, and
+        return each layer's pending load ``(L+1, E)`` (live buffers): data-parallel learners
+        sum these over the ranks before each update, so every rank nudges the bias alike."""
+        for b in self.blocks:
+            b.moe.router.auto = False
+        return [b.moe.router._pending for b in self.blocks]
+
+    def balance_biases(self) -> list[torch.Tensor]:
+        """Each layer's balancing-bias buffer ``(L+1, E)`` (live buffers)."""
+        return [b.moe.router.balance_bias for b in self.blocks]
+
     def quantize_experts_int8(self) -> int:
         """Store routed expert weights as int8; returns how many layers changed."""
         return quantize_experts_int8(self)

@@ -202,3 +202,31 @@ def test_an_injected_drift_is_detected_and_published(online):
     delays = [int(e.payload["events_seen"]) - shift_at for e in drifts if int(e.payload["events_seen"]) > shift_at]
     print(f"drift detected {delays[:1]} events after the shift; all detections at {[e.payload['events_seen'] for e in drifts]}")
     assert delays and delays[0] <= 300, f"no drift published within 300 events of the shift: {delays}"
+
+
+def test_two_learner_workers_split_the_stream_and_resume_as_one(online):
+    """Data-parallel learning: two ranks, one version each snapshot holding both ranks' parts;
+    then a single worker resumes from it. Every event is applied exactly once throughout."""
+    import dataclasses
+
+    config = online["config"]
+    two = dataclasses.replace(config, learner=dataclasses.replace(config.learner, workers=2))
+    users = SimulatedUsers(config.model.n_features, config.model.n_labels, seed=21)
+    start = online["applied"]
+    _produce_pairs(config, users, 300, seed=5)  # random keys: both partitions, both ranks
+    metrics = _learn({**online, "config": two}, idle_exit_s=8)
+    online["applied"] = start + 300
+    assert metrics["events_seen"] == online["applied"]
+    registry = online["registry"]
+    latest = registry.latest_version()
+    state = registry.load_learner_state(latest)
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    per_rank = [int(part["learner"]["stats"]["events_seen"]) for part in state["ranks"]]
+    assert sum(per_rank) == online["applied"] and all(n > 0 for n in per_rank), per_rank
+    assert registry.get_version(latest).tags["learner_workers"] == "2"
+
+    _produce_pairs(config, users, 60, seed=6)
+    metrics = _learn(online, idle_exit_s=8)  # back to one worker: it takes both ranks' share
+    online["applied"] += 60
+    assert metrics["events_seen"] == online["applied"]
+    assert _events_seen(online) == online["applied"]
