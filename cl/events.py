@@ -345,6 +345,8 @@ LifecycleType = Literal[
     "traffic_changed",
     "promoted",
     "rolled_back",
+    "rollout_decision",
+    "rollout_state",
     "retrain_started",
     "retrain_finished",
 ]

@@ -51,6 +51,7 @@ import torch
 from cl.config import ConfigError, LearnerConfig
 from cl.data_parallel import RankGroup, SingleProcess
 from cl.drift import make_drift_detector
+from cl.eval_set import is_held_out
 from cl.example import Example, ModelBatch, check_example, encode_examples
 from cl.objectives import Scored, SupervisedLoss, make_preference_loss, score_labels, score_tokens
 from cl.replay import make_replay_buffer
@@ -187,7 +188,9 @@ class OnlineLearner:
         lr = stats["lr"]
 
         self._count_preferences(accepted)
-        new = [ex for ex in accepted if ex.trainable]
+        # Held-out feedback is tested on (drift) but never trained on: it is the rollout's
+        # frozen evaluation set (cl.eval_set).
+        new = [ex for ex in accepted if ex.trainable and not is_held_out(ex.event_id, self.config.holdout_fraction)]
         n_replay = math.floor(self.config.replay_ratio * len(new) + 0.5) if new else 0
         # buffer.sample with keys rather than mix_batch: the keys let us refresh the losses.
         replayed = self._buffer.sample(n_replay, self._rng, return_keys=True) if n_replay else []

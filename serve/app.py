@@ -21,6 +21,7 @@ from ray import serve
 
 from cl.config import Config
 from serve._private.status_board import kill_board
+from serve.rollout_controller import kill_controller
 from serve.ingress import Ingress
 from serve.replica import ModelReplica
 
@@ -91,10 +92,12 @@ def deploy(config: Config, *, blocking: bool = False, batching: bool = True) -> 
 
 
 def shutdown(config: Config) -> None:
-    """Delete the application ``config.app`` and its status board; stop Serve if nothing else runs."""
+    """Delete the application ``config.app``, its status board and rollout controller; stop Serve
+    if nothing else runs."""
     connect(config)
     serve.delete(config.app)
     kill_board(config.app)
+    kill_controller(config.app)
     remaining: dict[str, Any] = serve.status().applications
     if not remaining:
         serve.shutdown()

@@ -5,6 +5,10 @@
 ``POST /v1/generate``       continue a ``prompt`` -> text, version
 ``POST /v1/feedback``       a :class:`cl.events.FeedbackEvent` -> 202 once Kafka acknowledged it
 ``GET /v1/models``          registered versions, aliases, what each replica serves and holds
+``GET /v1/rollout``         the rollout: traffic split, champion history, what it waits for
+``POST /v1/admin/promote``  make a version the champion
+``POST /v1/admin/rollback`` take the challenger to 0, or make any earlier version champion
+``POST /v1/admin/traffic``  set a challenger's share
 ``GET /healthz``            liveness
 ``GET /openapi.json``       the OpenAPI document (``/docs`` renders it)
 ==========================  ======================================================================
@@ -16,6 +20,10 @@ only after every in-sync replica of ``topics.feedback`` has it, and 503 otherwis
 always means "accepted and durable".
 
 Bad input gets 422 with ``{"detail": [{"loc", "field", "msg", "type"}]}``, naming the field.
+
+With rollouts on (``serve.serve_new_versions = false``) every request that pins no version is
+routed by the rollout controller's traffic split (:mod:`serve.rollout_controller`): sticky
+per ``user_id``, answered with its arm (``champion`` or ``challenger``).
 """
 
 # No ``from __future__ import annotations`` here: Serve re-wraps the route methods, and
@@ -39,6 +47,7 @@ from serve._private.errors import field_error, validation_error_response
 from serve._private.feedback import accept_feedback
 from serve._private.producer_link import ProducerLink
 from serve._private.status_board import get_board
+from serve._private.traffic import TrafficRouter
 from serve.schemas import (
     FeedbackAccepted,
     GenerateRequest,
@@ -47,7 +56,11 @@ from serve.schemas import (
     ModelsResponse,
     PredictRequest,
     PredictResponse,
+    PromoteRequest,
     ReplicaState,
+    RollbackRequest,
+    RolloutDecisions,
+    TrafficRequest,
     VersionEntry,
 )
 from streams.producer import EventProducer
@@ -56,9 +69,8 @@ __all__ = ["Ingress", "app"]
 
 logger = logging.getLogger("ray.serve")
 
-CHAMPION_ARM = "champion"
-PINNED_ARM = "pinned"
 LOG_CONNECT_WAIT_S = 5.0
+COUNTS_EVERY_S = 0.5  # how often request / error counts go to the rollout controller
 
 app = FastAPI(
     title="cl: online continual-learning service",
@@ -113,6 +125,62 @@ class Ingress:
         )  # connects in the background from now on
         self.logged = 0
         self.log_failures = 0
+        self.router = TrafficRouter(memory=cfg.rollout.memory_users)
+        self.controller = None
+        self._tasks: list[asyncio.Task] = []
+        if not cfg.serve.serve_new_versions:
+            from serve.rollout_controller import get_controller
+
+            self.controller = get_controller(cfg)
+
+    # -- rollout ----------------------------------------------------------------------------
+
+    async def _route(self, user_id: Any, pinned: Any) -> tuple[Any, str]:
+        """``(version, arm)`` for a request; starts following the controller on first use."""
+        if self.controller is not None and not self._tasks:
+            try:
+                self.router.apply(await self.controller.routing.remote(-2, 0.0))
+            except Exception as e:  # noqa: BLE001 - serve the champion until the controller answers
+                logger.warning("rollout controller not answering yet: %s", e)
+            self._tasks = [asyncio.create_task(self._follow_routing()), asyncio.create_task(self._report_counts())]
+        return self.router.route(user_id, pinned)
+
+    async def _follow_routing(self) -> None:
+        while True:
+            try:
+                self.router.apply(await self.controller.routing.remote(self.router.epoch, 10.0))
+            except Exception as e:  # noqa: BLE001 - controller restarting: keep the last split
+                logger.warning("rollout routing: %s", e)
+                await asyncio.sleep(0.5)
+
+    async def _report_counts(self) -> None:
+        while True:
+            await asyncio.sleep(COUNTS_EVERY_S)
+            counts = self.router.take_counts()
+            if counts:
+                try:
+                    await self.controller.record_requests.remote(counts)
+                except Exception as e:  # noqa: BLE001
+                    logger.warning("rollout request counts lost: %s", e)
+
+    def _count(self, version: Any, result: dict[str, Any]) -> None:
+        error = result.get("error")
+        if version is not None and (error is None or int(error.get("status", 500)) >= 500):
+            self.router.count(version, ok=error is None)
+
+    async def _admin(self, call: Any) -> Any:
+        if self.controller is None:
+            return field_error("serve.serve_new_versions", "rollouts are off: each new version serves at once; "
+                               "set serve.serve_new_versions = false to run canary rollouts", status=409)
+        try:
+            decisions = await call
+        except Exception as e:  # noqa: BLE001 - the actor's ValueError names the problem
+            cause = getattr(e, "cause", None) or e
+            if isinstance(cause, ValueError):
+                return field_error("version", str(cause).splitlines()[-1], status=422)
+            raise
+        self.router.apply(await self.controller.routing.remote(-2, 0.0))  # this replica knows at once
+        return RolloutDecisions(decisions=decisions)
 
     # -- Kafka ----------------------------------------------------------------------------
 
@@ -144,9 +212,11 @@ class Ingress:
             check_predict(item, self.model_config, self.limits)
         except InputError as e:
             return field_error(e.field, e.message)
-        payload = {"text": body.text, "features": body.features, "model_version": body.model_version}
+        version, arm = await self._route(body.user_id, body.model_version)
+        payload = {"text": body.text, "features": body.features, "model_version": version}
         method = self.replica.predict if self.batching else self.replica.predict_unbatched
         result = await method.remote(payload)
+        self._count(version, result)
         if "error" in result:
             return _error_response(result["error"])
         response = PredictResponse(
@@ -154,7 +224,7 @@ class Ingress:
             label=result["label"],
             probabilities=result["probabilities"],
             model_version=result["model_version"],
-            arm=PINNED_ARM if body.model_version else CHAMPION_ARM,
+            arm=arm,
         )
         background.add_task(
             self._log_request,
@@ -176,16 +246,18 @@ class Ingress:
             check_generate(item, self.model_config, self.limits)
         except InputError as e:
             return field_error(e.field, e.message)
-        payload = body.model_dump(exclude={"user_id"})
+        version, arm = await self._route(body.user_id, body.model_version)
+        payload = {**body.model_dump(exclude={"user_id"}), "model_version": version}
         method = self.replica.generate if self.batching else self.replica.generate_unbatched
         result = await method.remote(payload)
+        self._count(version, result)
         if "error" in result:
             return _error_response(result["error"])
         response = GenerateResponse(
             request_id=uuid.uuid4().hex,
             text=result["text"],
             model_version=result["model_version"],
-            arm=PINNED_ARM if body.model_version else CHAMPION_ARM,
+            arm=arm,
         )
         background.add_task(
             self._log_request,
@@ -225,6 +297,25 @@ class Ingress:
             serving=sorted({r.current_version for r in replicas}, key=_version_order),
             replicas=replicas,
         )
+
+    @app.get("/v1/rollout", summary="The rollout: traffic split, champion history, what it waits for")
+    async def rollout(self) -> Any:
+        if self.controller is None:
+            return {"enabled": False, "reason": "serve.serve_new_versions = true: each new version serves at once"}
+        return {"enabled": True, **await self.controller.status.remote()}
+
+    @app.post("/v1/admin/promote", response_model=RolloutDecisions, summary="Make a version the champion")
+    async def admin_promote(self, body: PromoteRequest) -> Any:
+        return await self._admin(self.controller and self.controller.promote.remote(body.version))
+
+    @app.post("/v1/admin/rollback", response_model=RolloutDecisions,
+              summary="Roll the challenger back, or make any earlier version the champion")
+    async def admin_rollback(self, body: RollbackRequest) -> Any:
+        return await self._admin(self.controller and self.controller.rollback.remote(body.to_version))
+
+    @app.post("/v1/admin/traffic", response_model=RolloutDecisions, summary="Set a challenger's share of traffic")
+    async def admin_traffic(self, body: TrafficRequest) -> Any:
+        return await self._admin(self.controller and self.controller.set_traffic.remote(body.version, body.weight))
 
     @app.get("/healthz", response_model=HealthResponse, summary="Liveness")
     async def healthz(self) -> HealthResponse:

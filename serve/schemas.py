@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -75,7 +75,7 @@ class PredictResponse(BaseModel):
     label: int = Field(description="Predicted class.")
     probabilities: list[float] = Field(description="Probability of each class, indexed by label.")
     model_version: str = Field(description="Model version that answered ('base' or a registered version).")
-    arm: str = Field(description="Traffic arm that answered: 'champion', or 'pinned' for a pinned version.")
+    arm: str = Field(description="Traffic arm that answered: 'champion', 'challenger', or 'pinned' for a pinned version.")
 
 
 class GenerateRequest(_Body):
@@ -143,3 +143,29 @@ class HealthResponse(BaseModel):
     kafka_connected: bool = Field(description="Whether the request log / feedback producer is connected.")
     requests_logged: int = Field(description="Requests queued to the requests topic by this ingress replica.")
     request_log_failures: int = Field(description="Requests whose log event could not be written.")
+
+
+class PromoteRequest(_Body):
+    """Make a version the champion now."""
+
+    version: str = Field(min_length=1, max_length=64, description="A registered version, e.g. '7' (or 'base').")
+
+
+class RollbackRequest(_Body):
+    """Take the challenger's traffic to 0, or make an earlier version the champion again."""
+
+    to_version: str | None = Field(None, min_length=1, max_length=64,
+                                   description="Any version to serve as champion; omit to roll the challenger back.")
+
+
+class TrafficRequest(_Body):
+    """Set a challenger's share of the traffic."""
+
+    version: str = Field(min_length=1, max_length=64, description="A challenger of the running rollout.")
+    weight: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="Its share, 0 to 1.")
+
+
+class RolloutDecisions(BaseModel):
+    """What a rollout action did: the policy's decisions, newest last."""
+
+    decisions: list[dict[str, Any]]

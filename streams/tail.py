@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Generic, TypeVar
 
 from kafka import KafkaConsumer, TopicPartition
@@ -49,6 +50,22 @@ class EventTail(Generic[E]):
                     events.append(parse_event(self.model_cls, record.value))  # type: ignore[arg-type]
                 except EventError:
                     continue
+        return events
+
+    def read_to_end(self, timeout_s: float = 30.0) -> list[E]:
+        """Every event up to the topic's end as of now (e.g. a history to rebuild state from).
+
+        Raises:
+            TimeoutError: The end was not reached within ``timeout_s``.
+        """
+        partitions = list(self._consumer.assignment())
+        ends = self._consumer.end_offsets(partitions)
+        events: list[E] = []
+        deadline = time.monotonic() + timeout_s
+        while any(self._consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {self.topic} to its end within {timeout_s:g} s")
+            events += self.poll(timeout_ms=500)
         return events
 
     def close(self) -> None:

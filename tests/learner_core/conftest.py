@@ -84,8 +84,8 @@ def synth() -> Synth:
 
 
 def learner_config(**overrides) -> LearnerConfig:
-    """The tests' learner settings: the default config at the stream's learning rate."""
-    return LearnerConfig(**{"lr": LR, "batch_size": 16, **overrides})
+    """The tests' learner settings: the default config at the stream's learning rate, nothing held out."""
+    return LearnerConfig(**{"lr": LR, "batch_size": 16, "holdout_fraction": 0.0, **overrides})
 
 
 @pytest.fixture

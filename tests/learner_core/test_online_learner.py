@@ -339,3 +339,20 @@ def test_step_report_fields(synth, make_learner):
     assert report.n_events == 16 and report.n_replayed == 8 and report.errors == [0] * 16
     assert report.drift is False and report.actions == () and report.rejected == ()
     assert report.events_seen == 32 and report.lr == learner.config.lr
+
+
+def test_held_out_feedback_is_watched_but_never_learned(synth, make_learner):
+    from cl.eval_set import is_held_out
+
+    learner = make_learner(holdout_fraction=0.5)
+    X, y = synth.sample(64)
+    examples = synth.labels(X, y)
+    held = [ex for ex in examples if is_held_out(ex.event_id, 0.5)]
+    assert 0 < len(held) < len(examples)
+    report = learner.learn(examples)
+    assert learner.events_seen == 64 and len(report.errors) == 64  # all tested, for drift
+    assert learner.metrics()["replay_size"] == 64 - len(held)  # the held-out ones were not trained on
+    before = learner.model.adapter_state(0)
+    learner.learn(held)
+    after = learner.model.adapter_state(0)
+    assert all(torch.equal(before[k], after[k]) for k in before)
