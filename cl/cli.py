@@ -123,6 +123,67 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin(config: Config, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """Call the running service; (exit code, JSON answer). Errors are printed with their fix."""
+    import httpx
+
+    url = f"http://{config.serve.host}:{config.serve.port}"
+    try:
+        response = httpx.request(method, url + path, json=body, timeout=30.0)
+    except httpx.HTTPError as e:
+        print(f"cl: the service does not answer at {url} ({e}); start it with `cl serve`", file=sys.stderr)
+        return 1, {}
+    data = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code >= 400:
+        detail = data.get("detail", response.text)
+        messages = [f"{d.get('field', '')}: {d.get('msg', d)}" for d in detail] if isinstance(detail, list) else [str(detail)]
+        print(f"cl: {method} {path} refused ({response.status_code}): " + "; ".join(messages), file=sys.stderr)
+        return 1, data
+    return 0, data
+
+
+def _print_decisions(code: int, data: dict) -> int:
+    for d in data.get("decisions", []):
+        print(f"{d['action']:>8} {d['version']}: {d['reason']}")
+    return code
+
+
+def _versions(config: Config, args: argparse.Namespace) -> int:
+    code, models = _admin(config, "GET", "/v1/models")
+    if code:
+        return code
+    _, rollout = _admin(config, "GET", "/v1/rollout")
+    if args.json:
+        print(json.dumps({"models": models, "rollout": rollout}, indent=2))
+        return 0
+    weights = rollout.get("weights", {}) if rollout.get("enabled") else {}
+    print(f"{'version':>8}  {'aliases':<22} {'traffic':>7}  events_seen  reason")
+    for v in models["versions"]:
+        share = f"{weights[v['version']]:.0%}" if v["version"] in weights else ""
+        print(f"{v['version']:>8}  {','.join(v['aliases']):<22} {share:>7}  {v['tags'].get('events_seen', ''):>11}  "
+              f"{v['tags'].get('reason', '')}")  # fmt: skip
+    if rollout.get("enabled"):
+        state = f"rollout {rollout['rollout_id']} of {', '.join(rollout['challengers'])}" if rollout.get("active") else "no rollout"
+        print(f"\nchampion: {rollout['champion']}; {state}")
+        for d in rollout.get("explain", []):
+            print(f"  {d['action']} {d['version']}: {d['reason']}")
+    else:
+        print("\nrollouts are off (serve.serve_new_versions = true): the newest version serves everyone")
+    return 0
+
+
+def _promote(config: Config, args: argparse.Namespace) -> int:
+    return _print_decisions(*_admin(config, "POST", "/v1/admin/promote", {"version": args.version}))
+
+
+def _rollback(config: Config, args: argparse.Namespace) -> int:
+    return _print_decisions(*_admin(config, "POST", "/v1/admin/rollback", {"to_version": args.to}))
+
+
+def _traffic(config: Config, args: argparse.Namespace) -> int:
+    return _print_decisions(*_admin(config, "POST", "/v1/admin/traffic", {"version": args.version, "weight": args.weight}))
+
+
 _JSON = (("--json",), {"action": "store_true", "help": "print JSON instead of text"})
 
 _MAX_EVENTS = (("--max-events",), {"type": int, "help": "stop the learner after this many applied events"})
@@ -141,6 +202,14 @@ COMMANDS: tuple[Command, ...] = (
     Command(("demo",), _demo, "simulated users call the service and rate it; their preferences change halfway", (_REQUESTS,)),
     Command(("run",), _run, "up + serve + learn + demo: the whole service with its local defaults",
             (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND, _REQUESTS)),
+    Command(("versions",), _versions, "list adapter versions with their aliases and traffic, and the rollout's state", (_JSON,)),
+    Command(("promote",), _promote, "make a version the champion now",
+            ((("version",), {"help": "a registered version, e.g. 7 (or base)"}),)),
+    Command(("rollback",), _rollback, "take the challenger's traffic to 0, or (--to) make any version the champion again",
+            ((("--to",), {"help": "the version to serve as champion, e.g. 5 or base"}),)),
+    Command(("traffic",), _traffic, "set a challenger's share of the traffic",
+            ((("version",), {"help": "a challenger of the running rollout"}),
+             (("weight",), {"type": float, "help": "its share, 0 to 1"}))),
 )  # fmt: skip
 
 

@@ -282,7 +282,7 @@ class RolloutConfig:
     """
 
     canary_steps: str = "0.1,0.5,1.0"  # comma-separated challenger traffic shares, rising, ending at 1.0
-    alpha: float = 0.005  # level of the always-valid (mSPRT) confidence sequence
+    alpha: float = 0.01  # level of the always-valid (mSPRT) confidence sequence
     mixing_sd: float = 0.1  # sd of the normal mixing distribution over the rate difference
     min_events: int = 30  # rated events per arm before the sequential test may decide
     min_step_events: int = 200  # challenger rated events at a step before it may advance
@@ -310,7 +310,7 @@ class RolloutConfig:
         elif any(not 0 < s <= 1 for s in steps) or any(a >= b for a, b in zip(steps, steps[1:])) or steps[-1] != 1.0:
             out.append(f"rollout.canary_steps: {self.canary_steps!r} must rise strictly within (0, 1] and end at 1.0; "
                        "use e.g. '0.1,0.5,1.0'")  # fmt: skip
-        for name, example in (("alpha", 0.005), ("max_error_rate", 0.05)):
+        for name, example in (("alpha", 0.01), ("max_error_rate", 0.05)):
             if not 0 < getattr(self, name) < 1:
                 out.append(f"rollout.{name}: {getattr(self, name)} must be in (0, 1), e.g. {example}")
         if not self.mixing_sd > 0:

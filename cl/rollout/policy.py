@@ -56,7 +56,7 @@ class CanaryPolicy(RolloutBase):
         ...         break
         >>> d = decisions[0]
         >>> d.action, d.version, d.evidence["rule"], d.evidence["challenger"]["rated"], d.evidence["weights"]
-        ('rollback', '8', 'worse', 84, {'7': 1.0, '8': 0.0})
+        ('rollback', '8', 'worse', 82, {'7': 1.0, '8': 0.0})
         >>> policy.active
         False
     """

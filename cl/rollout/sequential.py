@@ -75,13 +75,13 @@ class MixtureSPRT:
         (69, -0.242, -0.003, True)
     """
 
-    alpha: float = 0.005
+    alpha: float = 0.01
     mixing_sd: float = 0.1
 
     def __post_init__(self) -> None:
         problems = []
         if not 0 < self.alpha < 1:
-            problems.append(f"alpha must be in (0, 1), got {self.alpha!r} (e.g. 0.005)")
+            problems.append(f"alpha must be in (0, 1), got {self.alpha!r} (e.g. 0.01)")
         if not self.mixing_sd > 0:
             problems.append(f"mixing_sd must be positive, got {self.mixing_sd!r} (e.g. 0.1)")
         if problems:

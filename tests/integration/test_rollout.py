@@ -135,15 +135,25 @@ def test_a_bad_challenger_is_rolled_back_by_itself(rollout):
     assert answer["model_version"] == good and answer["arm"] == "champion"
 
 
-def test_manual_rollback_serves_the_older_version_on_the_next_request(rollout):
-    client = rollout["client"]
-    response = client.post("/v1/admin/rollback", json={"to_version": "base"})
-    assert response.status_code == 200, response.text
+def test_manual_rollback_serves_the_older_version_on_the_next_request(rollout, capsys):
+    import argparse
+
+    from cl.cli import _promote, _rollback, _versions
+
+    client, config = rollout["client"], rollout["config"]
+    started = time.perf_counter()
+    assert _rollback(config, argparse.Namespace(to="base")) == 0  # `cl rollback --to base`
     answer = client.post("/v1/predict", json={"features": rollout["users"].query(), "user_id": "y"}).json()
+    print(f"manual rollback to the next request served by the old version: {time.perf_counter() - started:.3f} s")
     assert answer["model_version"] == "base"
+    assert _promote(config, argparse.Namespace(version="424242")) == 1
+    assert "424242" in capsys.readouterr().err
+    assert _versions(config, argparse.Namespace(json=False)) == 0
+    assert "champion: base" in capsys.readouterr().out
     assert rollout["registry"].alias_version("champion") is None
     bad = client.post("/v1/admin/promote", json={"version": "999"})
     assert bad.status_code == 422 and "999" in bad.text
+    assert client.post("/v1/admin/traffic", json={"version": "1", "weight": 2}).status_code == 422
     assert client.post("/v1/admin/promote", json={"version": rollout["good"]}).status_code == 200
     answer = client.post("/v1/predict", json={"features": rollout["users"].query(), "user_id": "y"}).json()
     assert answer["model_version"] == rollout["good"]
