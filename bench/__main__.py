@@ -1,15 +1,18 @@
-"""Run every benchmark, one after the other (`make bench`): kernels on the CPU, then the online loop.
+"""Run every benchmark, one after the other (`make bench`): kernels on the CPU, the rollout
+policies (simulation), then the online loop.
 
 The online-loop benchmarks need the local stack (`cl up`); `make bench` starts it.
 """
 
 import sys
 
-from bench import bench_kernels, bench_online
+from bench import bench_kernels, bench_online, bench_rollout
 
 if __name__ == "__main__":
     print("#### kernels (CPU)\n", flush=True)
     code = bench_kernels.main([]) or 0
+    print("\n#### rollout policies (simulation)\n", flush=True)
+    bench_rollout.main([])
     print("\n#### online loop (local stack)\n", flush=True)
     bench_online.main([])
     sys.exit(code)
