@@ -64,7 +64,7 @@ class RolloutController:
     def __init__(self, config: dict[str, Any]) -> None:
         from cl.registry import AdapterRegistry
         from serve._private.audit import AuditLog
-        from streams import EventProducer, FeedbackJoiner, OffsetReader
+        from streams import EventProducer, EventTail, FeedbackJoiner, OffsetReader
 
         self.config = cfg = Config.from_dict(config)
         self.registry = AdapterRegistry(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
@@ -97,8 +97,6 @@ class RolloutController:
         topics = cfg.topics
         self.reader = OffsetReader(cfg.kafka.bootstrap_servers, [topics.requests, topics.feedback],
                                    f"{cfg.app}-rollout", positions=positions)  # fmt: skip
-        from streams import EventTail
-
         self.tail = EventTail(cfg.kafka.bootstrap_servers, topics.events, LifecycleEvent)
         self._candidate = self.registry.latest_version()
         self._stop = threading.Event()
