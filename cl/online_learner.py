@@ -82,6 +82,8 @@ class StepReport:
         n_replayed: Replayed examples in the micro-batch.
         n_events_all_ranks: New examples accepted by every rank of the group in this step
             (``n_events`` for a single learner).
+        predictions: ``(event_id, predicted class)`` for each new trained example with a
+            class target, predicted before this step trained on it (prequential testing).
     """
 
     n_events: int
@@ -94,6 +96,7 @@ class StepReport:
     rejected: tuple[tuple[str, str], ...] = ()
     n_replayed: int = 0
     n_events_all_ranks: int = 0
+    predictions: tuple[tuple[str, int], ...] = ()
 
 
 class OnlineLearner:
@@ -204,12 +207,16 @@ class OnlineLearner:
         n_rows = sum(n for _, _, n in shared)
         detections, actions = self._watch(errors)
         loss = float("nan")
+        predicted: tuple[tuple[str, int], ...] = ()
         if n_rows:
             losses, predictions = self._step(batch, lr, n_rows)
             if batch:
                 loss = float(losses.mean())
                 self._remember(new, replayed, losses)
                 self._score(new, predictions)
+                predicted = tuple(
+                    (ex.event_id, int(p)) for ex, p in zip(new, predictions.tolist()) if ex.target is not None
+                )
                 ema = stats["loss_ema"]
                 stats["loss_ema"] = loss if ema is None else (1 - EMA) * ema + EMA * loss
             stats["steps"] += 1
@@ -227,6 +234,7 @@ class OnlineLearner:
             n_events=len(accepted), loss=loss, errors=errors, drift=detections > 0,
             actions=tuple(actions), lr=lr, events_seen=stats["events_seen"],
             rejected=tuple(rejected), n_replayed=len(replayed), n_events_all_ranks=n_accepted,
+            predictions=predicted,
         )
 
     def _count_preferences(self, accepted: list[Example]) -> None:
