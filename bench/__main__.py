@@ -1,12 +1,12 @@
 """Run every benchmark, one after the other (`make bench`): kernels on the CPU, the rollout
-policies (simulation), then the online loop.
+policies (simulation), then the online loop and the rollback reaction.
 
 The online-loop benchmarks need the local stack (`cl up`); `make bench` starts it.
 """
 
 import sys
 
-from bench import bench_kernels, bench_online, bench_rollout
+from bench import bench_kernels, bench_online, bench_rollback_reaction, bench_rollout
 
 if __name__ == "__main__":
     print("#### kernels (CPU)\n", flush=True)
@@ -15,4 +15,6 @@ if __name__ == "__main__":
     bench_rollout.main([])
     print("\n#### online loop (local stack)\n", flush=True)
     bench_online.main([])
+    print("\n#### rollback reaction (local stack)\n", flush=True)
+    bench_rollback_reaction.main([])
     sys.exit(code)

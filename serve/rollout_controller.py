@@ -72,7 +72,10 @@ class RolloutController:
         state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else REPO_ROOT / cfg.state_dir
         self.audit = AuditLog(state_dir / "audit" / f"{cfg.app}-rollout.jsonl")
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        # The split the ingresses follow has its own lock, so a long poll is answered the moment
+        # a decision changes it, not after the decision's MLflow and Kafka work.
+        self._split_changed = threading.Condition()
+        self._split: dict[str, Any] = {}
         self.epoch = 0
         self.evals = EvalSet()
         self.judged: list[str] = []
@@ -99,6 +102,7 @@ class RolloutController:
                                    f"{cfg.app}-rollout", positions=positions)  # fmt: skip
         self.tail = EventTail(cfg.kafka.bootstrap_servers, topics.events, LifecycleEvent)
         self._candidate = self.registry.latest_version()
+        self._announce_split()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rollout", daemon=True)
         self._thread.start()
@@ -107,10 +111,17 @@ class RolloutController:
 
     def routing(self, known_epoch: int = -1, timeout_s: float = 10.0) -> dict[str, Any]:
         """The traffic split; waits up to ``timeout_s`` for it to differ from ``known_epoch``."""
-        with self._changed:
-            if known_epoch == self.epoch:
-                self._changed.wait(timeout=timeout_s)
-            return self._routing()
+        with self._split_changed:
+            if known_epoch == self._split["epoch"]:
+                self._split_changed.wait(timeout=timeout_s)
+            return self._split
+
+    def _announce_split(self) -> None:
+        """Hand the policy's current split to every waiting ``routing`` call."""
+        split = self._routing()
+        with self._split_changed:
+            self._split = split
+            self._split_changed.notify_all()
 
     def _routing(self) -> dict[str, Any]:
         p = self.policy
@@ -247,6 +258,10 @@ class RolloutController:
     # -- acting ----------------------------------------------------------------------------------
 
     def _act(self, d: Decision) -> None:
+        if d.action in ("start", "advance", "promote", "rollback", "retire", "traffic"):
+            self.epoch += 1
+            self._announce_split()  # traffic moves first; the records below follow
+            logger.info("rollout: %s %s: %s", d.action, d.version, d.reason)
         record = {**d.to_dict(), "model_name": self.config.mlflow.model_name}
         self.audit.write(record)
         if d.action == "needs_evaluation":
@@ -261,10 +276,6 @@ class RolloutController:
         elif d.action in ("promote", "rollback", "retire") and not self.policy.active:
             self.registry.delete_alias("challenger")
         self.producer.send(self.config.topics.events, LifecycleEvent(type=d.lifecycle_type or "rollout_decision", payload=record))
-        if d.action in ("start", "advance", "promote", "rollback", "retire", "traffic"):
-            self.epoch += 1
-            self._changed.notify_all()
-            logger.info("rollout: %s %s: %s", d.action, d.version, d.reason)
 
     def _evaluate(self, challenger: str) -> None:
         """Score champion and challenger on the frozen evaluation set; tell the policy."""
