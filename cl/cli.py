@@ -99,6 +99,22 @@ def _learn(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(config: Config, args: argparse.Namespace) -> int:
+    from learners.jobs import follow_job, submit_retrain
+    from learners.retrain import build_parser
+
+    passed = [a for a in args.retrain_args if a != "--"]
+    build_parser().parse_args(passed)  # a typo fails here, with argparse's message, not in the job
+    job_id = submit_retrain(config, passed)
+    print(f"retrain running as Ray job {job_id}")
+    if not args.wait:
+        print(f"  logs:  .venv/bin/ray job logs --follow --address {config.ray.dashboard_url} {job_id}")
+        return 0
+    status = follow_job(config, job_id)
+    print(f"retrain job {job_id}: {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
 def _demo(config: Config, args: argparse.Namespace) -> int:
     from serve.app import base_url
     from serve.demo import run_demo
@@ -199,6 +215,10 @@ COMMANDS: tuple[Command, ...] = (
     Command(("serve",), _serve, "deploy the model-serving application on Ray Serve and print its URL"),
     Command(("learn",), _learn, "start the online learner (a Ray Train job) on the feedback stream",
             (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND)),
+    Command(("retrain",), _retrain, "replay the feedback history into a new adapter as a Ray job and register it as a "
+            "challenger (options: `cl retrain -- --help`)",
+            ((("--wait",), {"action": "store_true", "help": "follow the job's log until it ends"}),
+             (("retrain_args",), {"nargs": argparse.REMAINDER, "help": "options of python -m learners.retrain"}))),
     Command(("demo",), _demo, "simulated users call the service and rate it; their preferences change halfway", (_REQUESTS,)),
     Command(("run",), _run, "up + serve + learn + demo: the whole service with its local defaults",
             (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND, _REQUESTS)),

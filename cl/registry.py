@@ -215,14 +215,23 @@ class AdapterRegistry:
         infos = [self._info(mv, tuple(sorted(by_version.get(str(mv.version), [])))) for mv in found]
         return sorted(infos, key=lambda v: int(v.version))
 
-    def latest_version(self) -> str | None:
-        """The highest version number, or None before the first publish."""
+    def latest_version(self, source: str | None = None, scan: int = 200) -> str | None:
+        """The highest version number, or None before the first publish.
+
+        Args:
+            source: Only versions whose ``source`` tag is this (untagged ones count as
+                ``"online"``): the online learner resumes from its own line, never from an
+                offline retrain's version.
+            scan: With ``source``, how many of the newest versions to look through.
+        """
         try:
             found = self.client.search_model_versions(
-                f"name='{self.model_name}'", max_results=1, order_by=["version_number DESC"]
+                f"name='{self.model_name}'", max_results=1 if source is None else scan, order_by=["version_number DESC"]
             )
         except MlflowException:
             return None
+        if source is not None:
+            found = [mv for mv in found if (mv.tags or {}).get("source", "online") == source]
         return str(found[0].version) if found else None
 
     def alias_version(self, alias: str) -> str | None:

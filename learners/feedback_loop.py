@@ -123,7 +123,7 @@ class FeedbackLoop:
         return self.registry.load_adapter(version) if version else None
 
     def _resume(self) -> dict[str, int]:
-        latest = self.registry.latest_version()
+        latest = self.registry.latest_version(source="online")  # not an offline retrain's version
         if latest is None:
             return {}
         state = self.registry.load_learner_state(latest)
@@ -171,6 +171,7 @@ class FeedbackLoop:
                     "kafka_offsets": json.dumps(positions, sort_keys=True),
                     "events_seen": str(events_seen),
                     "learner_workers": str(self.world_size),
+                    "source": "online",
                     "reason": reason,
                 },
                 metrics=metrics,

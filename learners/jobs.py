@@ -1,13 +1,14 @@
-"""Submit learners to the Ray cluster as jobs (what ``cl learn`` does), with the service's config."""
+"""Submit learners and retrains to the Ray cluster as jobs (``cl learn``, ``cl retrain``), with the service's config."""
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
 from cl.config import Config
 
-__all__ = ["submit_learner", "write_job_config"]
+__all__ = ["follow_job", "submit_learner", "submit_retrain", "write_job_config"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,13 +37,42 @@ def submit_learner(config: Config, *, max_events: int | None = None, idle_exit_s
     for job in client.list_jobs():
         if (job.submission_id or "").startswith(prefix) and job.status in (JobStatus.PENDING, JobStatus.RUNNING):
             return job.submission_id
-    args = ["python", "-m", "learners.online"]
+    args = []
     if max_events is not None:
         args += ["--max-events", str(max_events)]
     if idle_exit_s is not None:
         args += ["--idle-exit", str(idle_exit_s)]
+    return _submit(client, config, "learners.online", args, f"{prefix}{int(time.time())}")
+
+
+def submit_retrain(config: Config, args: list[str]) -> str:
+    """Start ``python -m learners.retrain <args>`` as a Ray job; returns its submission id."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(config.ray.dashboard_url)
+    return _submit(client, config, "learners.retrain", args, f"{config.app}-retrain-{int(time.time() * 1000)}")
+
+
+def _submit(client, config: Config, module: str, args: list[str], submission_id: str) -> str:  # noqa: ANN001
     return client.submit_job(
-        entrypoint=" ".join(args),
-        submission_id=f"{prefix}{int(time.time())}",
+        entrypoint=" ".join(["python", "-m", module, *(shlex.quote(a) for a in args)]),
+        submission_id=submission_id,
         runtime_env={"env_vars": {"CL_CONFIG": str(write_job_config(config)), "PYTHONPATH": str(REPO_ROOT)}},
     )
+
+
+def follow_job(config: Config, submission_id: str, say=print, poll_s: float = 1.0) -> str:  # noqa: ANN001
+    """Print the job's new log lines until it ends; returns its final status (``SUCCEEDED``, ...)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(config.ray.dashboard_url)
+    printed = 0
+    while True:
+        status = client.get_job_status(submission_id)
+        logs = client.get_job_logs(submission_id)
+        for line in logs[printed:].splitlines():
+            say(line)
+        printed = len(logs)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            return str(status.value)
+        time.sleep(poll_s)
