@@ -115,6 +115,35 @@ def _retrain(config: Config, args: argparse.Namespace) -> int:
     return 0 if status == "SUCCEEDED" else 1
 
 
+def _eval(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cl.evaluation.suite import PROTOCOLS, check_names, run_suite
+
+    try:
+        names = check_names(args.only.split(",")) if args.only else list(PROTOCOLS)
+    except ValueError as e:
+        print(f"cl eval: --only: {e}", file=sys.stderr)
+        return 2
+    results = run_suite(names, quick=args.quick, out=Path(args.out), config=config)
+    missed = [f"{r.name}: {g.name}" for r in results for g in r.goals if not g.met]
+    print(f"\nreports in {args.out}/ (index: {args.out}/README.md)" + (f"; goals not met: {', '.join(missed)}" if missed else ""))
+    return 0
+
+
+def _report(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cl.evaluation.report import write_index, write_report
+    from cl.evaluation.service_report import read_service_history, service_report
+
+    out = Path(args.out)
+    path = write_report(service_report(read_service_history(config), config.mlflow.model_name), out, written_by="cl report")
+    write_index(out)
+    print(f"service report: {path} (index: {out}/README.md)")
+    return 0
+
+
 def _demo(config: Config, args: argparse.Namespace) -> int:
     from serve.app import base_url
     from serve.demo import run_demo
@@ -201,6 +230,7 @@ def _traffic(config: Config, args: argparse.Namespace) -> int:
 
 
 _JSON = (("--json",), {"action": "store_true", "help": "print JSON instead of text"})
+_OUT = (("--out",), {"default": "docs/eval", "help": "folder for the Markdown reports and PNG plots (default docs/eval)"})
 
 _MAX_EVENTS = (("--max-events",), {"type": int, "help": "stop the learner after this many applied events"})
 _IDLE_EXIT = (("--idle-exit",), {"type": float, "help": "stop the learner after this many idle seconds"})
@@ -219,6 +249,12 @@ COMMANDS: tuple[Command, ...] = (
             "challenger (options: `cl retrain -- --help`)",
             ((("--wait",), {"action": "store_true", "help": "follow the job's log until it ends"}),
              (("retrain_args",), {"nargs": argparse.REMAINDER, "help": "options of python -m learners.retrain"}))),
+    Command(("eval",), _eval, "run the evaluation protocols (digits, drifting streams, detectors, language feedback) "
+            "with their baselines and write Markdown reports with plots",
+            ((("--quick",), {"action": "store_true", "help": "the small sizes the test suite uses"}),
+             (("--only",), {"help": "comma-separated protocols, e.g. digits,detector_calibration"}), _OUT)),
+    Command(("report",), _report, "plot the running service's learning curve with its drifts, promotions and rollbacks "
+            "(from cl.events) and rebuild the reports' index", (_OUT,)),
     Command(("demo",), _demo, "simulated users call the service and rate it; their preferences change halfway", (_REQUESTS,)),
     Command(("run",), _run, "up + serve + learn + demo: the whole service with its local defaults",
             (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND, _REQUESTS)),
