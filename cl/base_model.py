@@ -2,17 +2,22 @@
 
 The base is initialised from a seed rather than shipped as weights, so a learner and a replica
 that agree on ``[model]`` hold bit-identical bases; ``ModelSection.base_version`` names it and
-every adapter version records it in its ``base_version`` tag.
+every adapter version records it in its ``base_version`` tag. A trained base
+(``model.base_weights``, a safetensors file from ``learners.retrain --train-base``) replaces
+the seeded weights; its digest is part of ``base_version``, so adapters of one base are never
+served on another.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from cl.config import ModelSection
 from cl.model import ModelConfig, MoETransformer
 
-__all__ = ["base_model_config", "build_base_model"]
+__all__ = ["base_model_config", "base_state", "build_base_model", "load_base_weights", "save_base_weights"]
 
 
 def base_model_config(section: ModelSection, n_adapter_slots: int = 1) -> ModelConfig:
@@ -45,11 +50,40 @@ def build_base_model(section: ModelSection, n_adapter_slots: int = 1) -> MoETran
         seeded = MoETransformer(base_model_config(section, 1))
     finally:
         torch.random.set_rng_state(cpu_state)
+    if section.base_weights:
+        load_base_weights(seeded, section.base_weights)
     if n_adapter_slots == 1:
         return seeded.eval()
     model = MoETransformer(base_model_config(section, n_adapter_slots))
-    # Adapter tensors and the per-slot balancing bias (zero at start) are not part of the base.
-    adapter = {name for name, p in seeded.named_parameters() if p.requires_grad}
-    base = {k: v for k, v in seeded.state_dict().items() if k not in adapter and "balance_bias" not in k}
-    model.load_state_dict(base, strict=False)
+    model.load_state_dict(base_state(seeded), strict=False)
     return model.eval()
+
+
+def base_state(model: MoETransformer) -> dict[str, torch.Tensor]:
+    """The base's own tensors: everything but the adapters (the trainable tensors) and the
+    per-slot balancing bias (zero at start)."""
+    adapter = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k not in adapter and "balance_bias" not in k}
+
+
+def save_base_weights(model: MoETransformer, path: Path) -> Path:
+    """Write :func:`base_state` as safetensors (what ``model.base_weights`` names)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in base_state(model).items()}, str(path))
+    return path
+
+
+def load_base_weights(model: MoETransformer, path: str | Path) -> None:
+    """Replace the base tensors of ``model`` by those in ``path``; every one must match."""
+    from safetensors.torch import load_file
+
+    weights, own = load_file(str(path)), base_state(model)
+    missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    shapes = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
+    if missing or extra or shapes:
+        raise ValueError(f"model.base_weights: {path} does not fit [model] (preset, n_features, n_labels): "
+                         f"{len(missing)} tensors missing, {len(extra)} unexpected, {len(shapes)} of another shape; "
+                         "train a base with this [model] or set the [model] it was trained with")  # fmt: skip
+    model.load_state_dict(weights, strict=False)

@@ -3,14 +3,16 @@
 Run it with ``ray job submit`` (the README gives the command) or ``cl retrain``::
 
     python -m learners.retrain [--since 2026-11-01T00:00] [--until ...] [--continue-from 7|champion]
-                               [--epochs 3] [--batch-size 64] [--no-announce]
+                               [--epochs 3] [--batch-size 64] [--no-announce] [--train-base [DATASET]]
 
 1. **replay**: ``cl.requests`` (the whole log up to ``--until``) and ``cl.feedback`` (from
    ``--since`` to ``--until``, by Kafka timestamps) are read once, without a consumer group,
    so the online learner's positions are untouched; each rating is joined to its request by
    ``request_id`` and parsed with the service's own schemas (duplicates by ``event_id`` are
    dropped, bad and unjoined events counted);
-2. **train**: a fresh adapter, or one continued from a named version, learns for
+2. **train**: with ``--train-base``, first the base model's own weights (on the replayed labels
+   or a JSON-lines dataset; saved as safetensors for ``model.base_weights``); then a fresh
+   adapter, or one continued from a named version, learns for
    ``--epochs`` shuffled passes through the same :class:`~cl.online_learner.OnlineLearner`
    as online learning (replay and drift handling off: an epoch revisits everything anyway);
 3. **evaluate**: accuracy on the held-out feedback (``cl.eval_set``, never trained on) of
@@ -27,20 +29,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import random
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
-from cl.base_model import build_base_model
+from cl.base_model import base_model_config, build_base_model
 from cl.config import Config
 from cl.eval_set import is_held_out, score_adapter
 from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
-from cl.example import Example
+from cl.example import Example, check_example
 from cl.online_learner import OnlineLearner
 from cl.registry import AdapterRegistry
 from streams.history import read_history
@@ -66,6 +70,7 @@ class RetrainOptions:
     lr: float | None = None  # default: the learner's configured lr
     seed: int = 0
     announce: bool = True
+    train_base: str | None = None  # "feedback" (the replayed labels) or a JSON-lines dataset file: train the base first
 
 
 @dataclass
@@ -88,6 +93,7 @@ class RetrainResult:
     counts: ReplayCounts
     base_accuracy: float  # the base model (no adapter) on the held-out feedback
     curve: list[dict[str, float]] = field(default_factory=list)  # one row per epoch, 0 = the starting adapter
+    base_weights: str | None = None  # the trained base's file, with --train-base
 
 
 def collect_examples(config: Config, since: float | None, until: float | None, say: Say) -> tuple[list[Example], ReplayCounts]:
@@ -172,6 +178,9 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
         raise RetrainError("no feedback to train on in the chosen time range; widen --since/--until, "
                            f"or check that ratings reach {config.topics.feedback}")  # fmt: skip
 
+    if options.train_base:
+        config = _train_base(config, model, train, options, held, score_adapter(model, -1, held), say)
+
     learner_config = dataclasses.replace(config.learner, replay_ratio=0.0, drift_detector="none", holdout_fraction=0.0,
                                          batch_size=options.batch_size, lr=options.lr or config.learner.lr)  # fmt: skip
     learner = OnlineLearner(model, learner_config, seed=options.seed)
@@ -179,10 +188,12 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
         "since": options.since, "until": options.until, "continue_from": parent or "", "epochs": options.epochs,
         "batch_size": options.batch_size, "lr": learner_config.lr, "examples": len(train), "held_out": len(held),
         **dataclasses.asdict(counts)})  # fmt: skip
-    base_score = score_adapter(model, -1, held)
+    base_score = score_adapter(model, -1, held)  # the trained base, when there is one
     curve = [{"epoch": 0.0, "loss": float("nan"), "train_accuracy": float("nan"), "eval_accuracy": score_adapter(model, 0, held)}]
     say(f"retrain: held-out accuracy: base {base_score:.3f}, start {curve[0]['eval_accuracy']:.3f}")
     registry.log_metrics(run_id, {"eval_accuracy": curve[0]["eval_accuracy"], "eval_accuracy_base": base_score}, step=0)
+    if options.train_base:
+        registry.client.log_artifact(run_id, config.model.base_weights, "base")  # the weights beside their curves
     rng = random.Random(options.seed)
     step, log_every = 0, max(1, len(train) // options.batch_size // 25)  # ~25 loss points per epoch
     for epoch in range(1, options.epochs + 1):
@@ -226,7 +237,56 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
     if options.announce:
         _announce(config, version, parent, len(train), final["eval_accuracy"])
         say(f"retrain: announced version {version} as a challenger on {config.topics.events}")
-    return RetrainResult(version, run_id, counts, base_score, curve)
+    return RetrainResult(version, run_id, counts, base_score, curve, config.model.base_weights or None)
+
+
+def _train_base(config: Config, model: torch.nn.Module, train: list[Example], options: RetrainOptions,
+                held: list[Example], seeded_score: float, say: Say) -> Config:  # fmt: skip
+    """Train the base's own weights, save them, and return the config that builds that base."""
+    from cl.base_model import save_base_weights
+    from cl.base_training import train_base
+
+    rows = train if options.train_base == "feedback" else load_dataset(options.train_base, config)
+    say(f"retrain: training the base on {len(rows):,} examples ({options.train_base})")
+    train_base(model, rows, epochs=options.epochs, lr=options.lr or 3e-3, batch_size=options.batch_size,
+               seed=options.seed, say=say)  # fmt: skip
+    state_dir = config.state_dir if config.state_dir.is_absolute() else Path.cwd() / config.state_dir
+    path = save_base_weights(model, state_dir.resolve() / "bases" / f"base-{int(time.time() * 1000)}.safetensors")
+    say(f"retrain: base held-out accuracy {seeded_score:.3f} (seeded) -> {score_adapter(model, -1, held):.3f} (trained); "
+        f"saved {path}")  # fmt: skip
+    say(f"retrain: to serve on it, set model.base_weights = \"{path}\" (CL_MODEL_BASE_WEIGHTS) and restart cl serve and cl learn")
+    values = config.to_dict()
+    values["model"]["base_weights"] = str(path)
+    return Config.from_dict(values)
+
+
+def load_dataset(path: str, config: Config) -> list[Example]:
+    """Labelled rows of a JSON-lines file: ``{"features": [...], "label": 2}`` or ``{"text": "...", "label": 2}``."""
+    rows = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise RetrainError(f"--train-base {path}: cannot read it ({e.strerror}); give a JSON-lines file or 'feedback'") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            label = row["label"]
+            features, text = row.get("features"), row.get("text")
+            ex = Example(f"dataset-{number}", f"dataset-{number}", "predict", "label", text=text,
+                         features=None if features is None else tuple(float(x) for x in features),
+                         served_label=label, target=label)  # fmt: skip
+        except (ValueError, KeyError, TypeError) as e:
+            raise RetrainError(f"--train-base {path} line {number}: {e!r}; each line must be "
+                               '{"features": [numbers], "label": int} or {"text": "...", "label": int}') from None  # fmt: skip
+        reason = check_example(ex, base_model_config(config.model))
+        if reason is not None:
+            raise RetrainError(f"--train-base {path} line {number}: {reason}")
+        rows.append(ex)
+    if not rows:
+        raise RetrainError(f"--train-base {path}: no rows; give one JSON object per line")
+    return rows
 
 
 def _announce(config: Config, version: str, parent: str | None, n: int, eval_accuracy: float) -> None:
@@ -279,11 +339,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="learning rate (default: learner.lr)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-announce", action="store_true", help="register the version but do not announce it on cl.events")
+    parser.add_argument("--train-base", nargs="?", const="feedback", metavar="DATASET",
+                        help="first train the base model's own weights, on the replayed labels or on a JSON-lines file "
+                             "of {features|text, label}; saves them for model.base_weights")  # fmt: skip
 
 
 def options_from(args: argparse.Namespace) -> RetrainOptions:
     return RetrainOptions(since=args.since, until=args.until, continue_from=args.continue_from, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, announce=not args.no_announce)  # fmt: skip
+                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, announce=not args.no_announce,
+                          train_base=args.train_base)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

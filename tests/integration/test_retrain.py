@@ -15,7 +15,9 @@ from cl.events import FeedbackEvent, LifecycleEvent, RequestEvent
 from cl.registry import AdapterRegistry
 from cl.simulation import SimulatedUsers
 from infra.kafka_broker import KafkaBroker
-from learners.retrain import RetrainError, RetrainOptions, retrain
+from cl.base_model import build_base_model
+from cl.eval_set import is_held_out, score_adapter
+from learners.retrain import RetrainError, RetrainOptions, collect_examples, retrain
 from streams import EventProducer, EventTail
 
 pytestmark = pytest.mark.integration
@@ -112,3 +114,33 @@ def test_retrain_explains_what_to_change(history):
     future = time.time() + 3600
     with pytest.raises(RetrainError, match="widen --since/--until"):
         retrain(config, RetrainOptions(since=future, epochs=1, announce=False))
+
+
+def test_train_base_lifts_the_base_and_every_process_can_build_it(history, tmp_path):
+    config, registry = history["config"], history["registry"]
+    result = retrain(config, RetrainOptions(until=history["middle"], epochs=2, announce=False, train_base="feedback"))
+    run = registry.client.get_run(result.run_id)
+    seeded = retrain(config, RetrainOptions(until=history["middle"], epochs=1, announce=False)).base_accuracy
+    print(f"base held-out accuracy: seeded {seeded:.3f}, trained {result.base_accuracy:.3f}")
+    assert result.base_accuracy > seeded + 0.1
+    tag = registry.get_version(result.version).tags["base_version"]
+    assert tag != config.model.base_version and tag.startswith(config.model.base_version + "-w")
+    assert [a.path for a in registry.client.list_artifacts(run.info.run_id, "base")]  # the weights are on the run
+    # A replica or learner configured with model.base_weights builds exactly that base.
+    values = config.to_dict()
+    values["model"]["base_weights"] = result.base_weights
+    rebuilt = Config.from_dict(values)
+    assert rebuilt.model.base_version == tag
+    model = build_base_model(rebuilt.model)
+    model.load_adapter_state(0, registry.load_adapter(result.version))
+    examples, _ = collect_examples(config, None, history["middle"], say=print)
+    held = [ex for ex in examples if is_held_out(ex.event_id, config.learner.holdout_fraction)]
+    assert score_adapter(model, -1, held) == pytest.approx(result.base_accuracy)
+    assert score_adapter(model, 0, held) == pytest.approx(result.curve[-1]["eval_accuracy"])
+
+
+def test_a_bad_base_dataset_is_refused_with_its_line(history, tmp_path):
+    data = tmp_path / "base.jsonl"
+    data.write_text('{"features": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "label": 1}\n{"features": [1.0], "label": 1}\n')
+    with pytest.raises(RetrainError, match="base.jsonl line 2: .*feature"):
+        retrain(history["config"], RetrainOptions(epochs=1, announce=False, train_base=str(data)))
