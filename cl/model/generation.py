@@ -23,7 +23,10 @@ from cl.model.tokenizer import ByteTokenizer
 if TYPE_CHECKING:
     from cl.model.transformer import MoETransformer
 
-_NEVER_SAMPLED = (ByteTokenizer.pad_id, ByteTokenizer.bos_id, ByteTokenizer.cls_id)
+# Specials, and bytes >= 0x80: a lone non-ASCII byte decodes to U+FFFD, which re-encodes as
+# three other bytes, so feedback on it would train tokens that were never served. The tiny
+# byte-level LM therefore writes ASCII (found by the language-feedback evaluation).
+_NEVER_SAMPLED = (ByteTokenizer.pad_id, ByteTokenizer.bos_id, ByteTokenizer.cls_id, *range(0x80, 0x100))
 
 
 def sample_next(

@@ -113,3 +113,15 @@ def test_generate_restores_training_mode(model: MoETransformer, prompts: torch.T
     model.train()
     model.generate(prompts, max_new_tokens=2)
     assert model.training
+
+
+def test_only_ascii_bytes_are_generated(model: MoETransformer, prompts: torch.Tensor) -> None:
+    """A lone byte >= 0x80 decodes to U+FFFD and re-encodes as other bytes: feedback on it
+    would train tokens that were never served, so such bytes are never sampled."""
+    with torch.no_grad():
+        model.lm_head.bias[0x80:0x100] = 30.0  # the model wants nothing but non-ASCII
+    out = model.generate(prompts, max_new_tokens=5, temperature=1.0, seed=0, stop_at_eos=False)
+    new = out[:, prompts.shape[1]:]
+    assert bool(((new < 0x80) | (new == ByteTokenizer.eos_id)).all())
+    text = ByteTokenizer().decode(new[0].tolist())
+    assert ByteTokenizer().encode(text, bos=False, eos=False) == [t for t in new[0].tolist() if t != ByteTokenizer.eos_id]
