@@ -187,7 +187,7 @@ def _figure(spec: StreamSpec, runs: list[MethodRun]) -> Figure:
     caption = (f"{LABELS[spec.name]}: prequential accuracy over a sliding window of {CURVE_WINDOW} events; "
                f"drift {spec.drift_kind}" + (f" at event {spec.drift_points[0]:,}" if spec.drift_points else "") +
                "; triangles: our learner's drift detections.")  # fmt: skip
-    return Figure(f"{NAME}_{spec.name}", caption, fig)
+    return Figure(spec.name, caption, fig)
 
 
 def _after_drift(r: MethodRun, spec: StreamSpec, window: int) -> str | float:

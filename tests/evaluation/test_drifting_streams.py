@@ -153,7 +153,7 @@ def test_accuracies_are_rates_and_arf_beats_chance_on_sea(quick_result):
 def test_figures_show_every_method_and_the_drift(quick_result):
     result, lines = quick_result
     assert result.name == "drifting_streams" and result.title == "Drifting streams (River) through Kafka"
-    assert [f.stem for f in result.figures] == [f"drifting_streams_{s}" for s in ("sea", "agrawal", "hyperplane")]
+    assert [f.stem for f in result.figures] == [s for s in ("sea", "agrawal", "hyperplane")]
     ax = result.figures[0].figure.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
     for method in ("ours (OnlineLearner)", "ARF (River)", "HAT (River)", "majority class so far", "true drift"):
