@@ -19,9 +19,10 @@ off, so only the objective and replay differ):
 * **KTO + replay**: KTO with the service's reservoir buffer, one replayed example per new one.
 
 Served outputs are limited to the ten digits by a logit mask in front of ``generate``
-(:class:`AlphabetPolicy`): with all 257 byte outputs a random policy almost never finds the
-answer, and bytes >= 0x80 decode to U+FFFD, so a thumbs on them trains other tokens than
-the served ones (the policy then drifts onto such bytes). Training is unmasked.
+(:class:`AlphabetPolicy`): with every ASCII byte open, a random policy almost never finds the
+answer. (This protocol found that bytes >= 0x80 decoded to U+FFFD, so a thumbs on them
+trained other tokens than the served ones; ``generate`` now never samples them.) Training
+is unmasked.
 
 Metrics: the positive-feedback rate of the served (sampled) outputs, per phase and in a
 sliding window; forgetting of the unchanged rule (family ``b``, greedy on its ten probe
