@@ -83,7 +83,8 @@ class GenerateRequest(_Body):
 
     prompt: str = Field(description="Text to continue.")
     max_new_tokens: int = Field(32, ge=1, description="At most this many new tokens (bytes); capped by serve.max_new_tokens.")
-    temperature: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="0 = greedy; > 0 samples.")
+    temperature: float = Field(0.0, ge=0.0, le=100.0, allow_inf_nan=False,
+                               description="0 = greedy; > 0 samples (above ~10 the output is noise; at most 100).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     seed: int | None = Field(None, description="With sampling, the same seed gives the same text.")
     user_id: str | None = Field(None, max_length=256, description="Who asks, if known.")

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 _NEVER_SAMPLED = (ByteTokenizer.pad_id, ByteTokenizer.bos_id, ByteTokenizer.cls_id, *range(0x80, 0x100))
 
 
+MIN_TEMPERATURE = 1e-3
+
+
 def sample_next(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
 ) -> torch.Tensor:
@@ -36,7 +39,8 @@ def sample_next(
 
     Args:
         logits: ``(B, V)`` next-token logits.
-        temperature: 0 = greedy (argmax); otherwise logits are divided by it.
+        temperature: 0 (or below ``MIN_TEMPERATURE``) = greedy (argmax); otherwise logits are
+            divided by it.
         top_p: Keep the smallest set of tokens whose probability reaches ``top_p``
             (the most likely token always stays).
         generator: Random source for sampling.
@@ -44,7 +48,7 @@ def sample_next(
     Returns:
         ``(B,)`` int64 token ids.
     """
-    if temperature == 0:
+    if temperature < MIN_TEMPERATURE:  # dividing by less would overflow: it is greedy anyway
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
     if top_p < 1.0:

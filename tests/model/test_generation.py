@@ -125,3 +125,9 @@ def test_only_ascii_bytes_are_generated(model: MoETransformer, prompts: torch.Te
     assert bool(((new < 0x80) | (new == ByteTokenizer.eos_id)).all())
     text = ByteTokenizer().decode(new[0].tolist())
     assert ByteTokenizer().encode(text, bos=False, eos=False) == [t for t in new[0].tolist() if t != ByteTokenizer.eos_id]
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-4, 100.0])
+def test_extreme_temperatures_give_tokens_not_errors(model: MoETransformer, prompts: torch.Tensor, temperature: float) -> None:
+    out = model.generate(prompts, max_new_tokens=3, temperature=temperature, seed=0, stop_at_eos=False)
+    assert out.shape[1] == prompts.shape[1] + 3 and bool((out[:, prompts.shape[1]:] < 0x80).all())
