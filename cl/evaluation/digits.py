@@ -36,6 +36,7 @@ import numpy as np
 
 from cl.config import LearnerConfig, ModelSection
 from cl.evaluation.cl_metrics import scores
+from cl.evaluation._running import TORCH_THREADS, Progress, torch_threads
 from cl.evaluation.result import Figure, Goal, ProtocolResult, Table
 from cl.example import Example
 
@@ -47,7 +48,6 @@ N_TASKS = 5
 N_CLASSES = 10
 TEST_FRACTION = 0.3
 PIXEL_SD_FLOOR = 1.0  # grey levels (pixels are 0..16)
-TORCH_THREADS = 1  # the tiny base's matmuls: a second thread only adds spin-waiting on 2 cores
 GOALS = {"split": 0.92, "permuted": 0.90}
 SCENARIOS = {"split": "Split digits (class-incremental)", "permuted": "Permuted digits (domain-incremental)"}
 # The model and learner every method shares; only replay differs (see METHODS).
@@ -172,17 +172,6 @@ def permuted_tasks(data: DigitsData, seed: int = 0) -> list[Task]:
 # ---- training and testing ------------------------------------------------------------
 
 
-class _Progress:
-    """Says a line through ``say`` at most every ``every_s`` seconds."""
-
-    def __init__(self, say: Callable[[str], None], every_s: float = 5.0):
-        self.say, self.every_s, self._last = say, every_s, time.monotonic()
-
-    def tick(self, line: Callable[[], str]) -> None:
-        if time.monotonic() - self._last >= self.every_s:
-            self._last = time.monotonic()
-            self.say(f"[{NAME}] {line()}")
-
 
 def _examples(x: np.ndarray, y: np.ndarray, prefix: str) -> list[Example]:
     """Labelled feedback on predict requests, one per image (ids unique within a scenario)."""
@@ -226,7 +215,7 @@ class MethodRun:
 
 
 def _train(method: Method, tasks: Sequence[Task], epochs: int, seed: int, scenario: str,
-           progress: _Progress) -> MethodRun:  # fmt: skip
+           progress: Progress) -> MethodRun:  # fmt: skip
     """Train a fresh learner with ``method`` through ``tasks``; test after each task (or once, for joint)."""
     from cl.base_model import build_base_model
     from cl.online_learner import OnlineLearner
@@ -361,16 +350,13 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print) 
         scenario, a table of final per-task accuracies, a heat-map figure per scenario and a
         bar chart of ACC.
     """
-    import torch
-
     size = SIZES[quick]
-    progress = _Progress(say)
+    progress = Progress(say, NAME)
     results: dict[str, list[MethodRun]] = {}
     scenario_tasks: dict[str, list[Task]] = {}
     datasets: dict[str, DigitsData] = {}
-    load_before, started, threads = os.getloadavg()[0], time.perf_counter(), torch.get_num_threads()
-    torch.set_num_threads(TORCH_THREADS)
-    try:
+    load_before, started = os.getloadavg()[0], time.perf_counter()
+    with torch_threads(TORCH_THREADS):
         for scenario in SCENARIOS:
             sz = size[scenario]
             data = datasets[scenario] = load_digits_data(seed, sz["train_per_class"], sz["test_per_class"])
@@ -380,8 +366,6 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print) 
                 r = _train(METHODS[key], tasks, sz["epochs"], seed, scenario, progress)
                 results[scenario].append(r)
                 say(f"[{NAME}] {scenario} / {r.method}: ACC {r.matrix[-1].mean():.3f} ({r.seconds:.0f} s)")
-    finally:
-        torch.set_num_threads(threads)
 
     result = ProtocolResult(NAME, TITLE, quick=quick)
     columns = ["method", "ACC", "BWT", "forgetting", "avg incremental acc", "rows trained", "seconds"]

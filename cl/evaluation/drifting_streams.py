@@ -28,6 +28,7 @@ import numpy as np
 
 from cl.config import Config, LearnerConfig
 from cl.evaluation._stream_features import KafkaFeed, StreamEvent, StreamSpec, drifting_streams
+from cl.evaluation._running import TORCH_THREADS, Progress, torch_threads
 from cl.evaluation.result import Figure, Goal, ProtocolResult, Table
 
 __all__ = ["run"]
@@ -37,7 +38,6 @@ TITLE = "Drifting streams (River) through Kafka"
 SIZES = {False: {"n_events": 10_000, "agrawal_width": 1000}, True: {"n_events": 2000, "agrawal_width": 400}}
 AFTER_DRIFT = 2000  # events scored after each drift point (fewer when the stream ends sooner)
 CURVE_WINDOW = 500  # events in the sliding accuracy of the figures
-TORCH_THREADS = 1  # micro-batches are tiny: a second thread only adds spin-waiting on 2 cores
 OURS, ARF, HAT, MAJORITY = "ours (OnlineLearner)", "ARF (River)", "HAT (River)", "majority class so far"
 LABELS = {"sea": "SEA", "agrawal": "Agrawal", "hyperplane": "Hyperplane"}
 
@@ -63,20 +63,9 @@ class MethodRun:
     detections: list[int] = field(default_factory=list)
 
 
-class _Progress:
-    """Says a line through ``say`` at most every ``every_s`` seconds."""
-
-    def __init__(self, say: Callable[[str], None], every_s: float = 5.0):
-        self.say, self.every_s, self._last = say, every_s, time.monotonic()
-
-    def tick(self, line: Callable[[], str]) -> None:
-        if time.monotonic() - self._last >= self.every_s:
-            self._last = time.monotonic()
-            self.say(f"[{NAME}] {line()}")
-
 
 def _run_ours(spec: StreamSpec, events: list[StreamEvent], config: Config, learner_config: LearnerConfig, seed: int,
-              progress: _Progress) -> tuple[MethodRun, dict[str, int]]:  # fmt: skip
+              progress: Progress) -> tuple[MethodRun, dict[str, int]]:  # fmt: skip
     """Our learner on ``events`` through Kafka; also returns the Kafka accounting."""
     from cl.base_model import build_base_model
     from cl.config import ModelSection
@@ -129,7 +118,7 @@ def _run_ours(spec: StreamSpec, events: list[StreamEvent], config: Config, learn
     return MethodRun(OURS, correct, model_s, kafka_s, detections), counts
 
 
-def _run_river(method: str, model: Any, spec: StreamSpec, events: list[StreamEvent], progress: _Progress) -> MethodRun:
+def _run_river(method: str, model: Any, spec: StreamSpec, events: list[StreamEvent], progress: Progress) -> MethodRun:
     """A River classifier on the raw events: ``predict_one`` then ``learn_one``."""
     correct = np.zeros(len(events), bool)
     start = time.perf_counter()
@@ -220,7 +209,6 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print,
     Returns:
         The ``drifting_streams`` result: one goal per stream (ours - ARF accuracy >= 0).
     """
-    import torch
     from river import forest, tree
 
     from cl.config import load_config
@@ -231,11 +219,10 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print,
     after = min(AFTER_DRIFT, n - n // 2)
     streams = drifting_streams(n, seed, width)
     result = ProtocolResult(NAME, TITLE, quick)
-    progress = _Progress(say)
+    progress = Progress(say, NAME)
     scores, detections, accounting, accuracy = [], [], [], {}
-    load_before, started, threads = os.getloadavg()[0], time.perf_counter(), torch.get_num_threads()
-    torch.set_num_threads(TORCH_THREADS)
-    try:
+    load_before, started = os.getloadavg()[0], time.perf_counter()
+    with torch_threads(TORCH_THREADS):
         for spec in streams:
             events = spec.draw()
             say(f"[{NAME}] {spec.name}: {len(events):,} events, drift {spec.drift_kind}")
@@ -251,8 +238,6 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print,
             gap = float(ours.correct.mean() - arf.correct.mean())
             result.goals.append(Goal(f"prequential accuracy vs ARF on {LABELS[spec.name]}", gap, 0.0))
             result.figures.append(_figure(spec, runs))
-    finally:
-        torch.set_num_threads(threads)
     result.tables += [
         Table("Prequential accuracy and time per event", ["stream", "method", "prequential accuracy",
               f"accuracy in the {after:,} events after the drift", "µs/event (model: predict + learn)",

@@ -47,6 +47,7 @@ import torch
 from cl.base_model import build_base_model
 from cl.config import LearnerConfig, ModelSection
 from cl.evaluation._rule_task import ALPHABET, Phase, default_phases, flip_points, judge, probe_prompts, sample_prompts
+from cl.evaluation._running import TORCH_THREADS, Progress, torch_threads
 from cl.evaluation.result import Figure, ProtocolResult, Table
 from cl.example import Example
 from cl.model.generation import generate
@@ -57,7 +58,6 @@ __all__ = ["METHODS", "AlphabetPolicy", "Method", "MethodRun", "phase_rates", "r
 
 NAME = "language_feedback"
 TITLE = "Language feedback (tiny MoE LM, rule-based judge)"
-TORCH_THREADS = 1  # the tiny model's matmuls: a second thread only adds spin-waiting on 2 cores
 TEMPERATURE = 1.0
 LEARNER = {"batch_size": 16, "lr": 5e-3, "kto_beta": 0.1, "replay": "reservoir", "replay_capacity": 2000,
            "drift_detector": "none", "holdout_fraction": 0.0}  # fmt: skip
@@ -186,17 +186,6 @@ def phase_rates(thumbs: Sequence[bool] | np.ndarray, phases: Sequence[Phase], wi
     return out
 
 
-class _Progress:
-    """Says a line through ``say`` at most every ``every_s`` seconds."""
-
-    def __init__(self, say: Callable[[str], None], every_s: float = 5.0) -> None:
-        self.say, self.every_s, self._last = say, every_s, time.monotonic()
-
-    def tick(self, line: Callable[[], str]) -> None:
-        if time.monotonic() - self._last >= self.every_s:
-            self._last = time.monotonic()
-            self.say(f"[{NAME}] {line()}")
-
 
 def _serve(policy: AlphabetPolicy, prompts: list[str], generator: torch.Generator | None) -> list[str]:
     """One output character per prompt: sampled with ``generator``, greedy without one."""
@@ -229,7 +218,7 @@ def _probe(policy: AlphabetPolicy, phase: Phase, family: str = "b") -> float:
 
 
 def _train(method: Method, phases: Sequence[Phase], stream: list[list[str]], seed: int, probe_every: int,
-           progress: _Progress) -> MethodRun:  # fmt: skip
+           progress: Progress) -> MethodRun:  # fmt: skip
     """Serve, judge and learn through every phase's prompts (``stream[i]`` for phase ``i``)."""
     model = build_base_model(ModelSection(seed=seed))
     learner = OnlineLearner(model, method.learner_config(), seed=seed)
@@ -276,11 +265,10 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print) 
     size = SIZES[quick]
     phases = default_phases(size["learn"], size["flip"], size["back"])
     seeds = [seed + i for i in range(size["seeds"])]
-    progress, threads = _Progress(say), torch.get_num_threads()
+    progress = Progress(say, NAME)
     load_before, started = os.getloadavg()[0], time.perf_counter()
-    torch.set_num_threads(TORCH_THREADS)
     runs: dict[str, list[MethodRun]] = {m.name: [] for m in METHODS}
-    try:
+    with torch_threads(TORCH_THREADS):
         for s in seeds:
             rng = np.random.default_rng(s)
             stream = [sample_prompts(phase, phase.events, rng) for phase in phases]  # shared by every method
@@ -290,8 +278,6 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print) 
                 rates = phase_rates(r.thumbs, phases, size["window"])
                 say(f"[{NAME}] {method.name}, seed {s}: positive rate per phase "
                     + ", ".join(f"{p.name} {x['all']:.2f}" for p, x in zip(phases, rates)))  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
     window = size["window"]
     result = ProtocolResult(NAME, TITLE, quick=quick)
     result.tables += [_rate_table(runs, phases, window), _forgetting_table(runs, phases, window),

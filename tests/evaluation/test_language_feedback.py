@@ -127,7 +127,7 @@ def test_examples_are_thumbs_or_thumbs_up_as_corrections():
 def test_same_seed_same_run(one_thread):
     phases = task.default_phases(32, 16, 16)
     stream = [task.sample_prompts(p, p.events, np.random.default_rng(5)) for p in phases]
-    progress = lf._Progress(lambda line: None)
+    progress = lf.Progress(lambda line: None, lf.NAME)
     one, two = (lf._train(lf.METHODS[3], phases, stream, 5, 16, progress) for _ in range(2))
     assert len(one.thumbs) == 64 and np.array_equal(one.thumbs, two.thumbs) and one.probes == two.probes
     assert [e for e, _ in one.probes] == [0, 16, 32, 48, 64]
