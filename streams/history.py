@@ -54,7 +54,7 @@ def read_history(
             raise ValueError(f"topic {topic!r} does not exist on {bootstrap_servers}; check the name (cl up creates the service's topics)")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = consumer.end_offsets(tps)
-        starts = _start_offsets(consumer, tps, since)
+        starts = _start_offsets(consumer, tps, since, ends)
         total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
         read = 0
         for tp in tps:
@@ -86,10 +86,10 @@ def read_history(
         consumer.close()
 
 
-def _start_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], since: float | None) -> dict[TopicPartition, int]:
-    begins = consumer.beginning_offsets(tps)
+def _start_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], since: float | None,
+                   ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:  # fmt: skip
+    """The first offset at or after ``since`` (no such record: the end), or the beginning."""
     if since is None:
-        return begins
+        return consumer.beginning_offsets(tps)
     found = consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
-    ends = consumer.end_offsets(tps)
     return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in tps}
