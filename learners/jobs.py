@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import time
 from pathlib import Path
@@ -61,18 +62,23 @@ def _submit(client, config: Config, module: str, args: list[str], submission_id:
     )
 
 
-def follow_job(config: Config, submission_id: str, say=print, poll_s: float = 1.0) -> str:  # noqa: ANN001
-    """Print the job's new log lines until it ends; returns its final status (``SUCCEEDED``, ...)."""
+def follow_job(config: Config, submission_id: str, say=print) -> str:  # noqa: ANN001
+    """Print the job's log lines as they come (Ray streams them) until it ends; returns its final
+    status (``SUCCEEDED``, ``FAILED``, ``STOPPED``)."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(config.ray.dashboard_url)
-    printed = 0
-    while True:
-        status = client.get_job_status(submission_id)
-        logs = client.get_job_logs(submission_id)
-        for line in logs[printed:].splitlines():
-            say(line)
-        printed = len(logs)
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            return str(status.value)
-        time.sleep(poll_s)
+
+    async def tail() -> None:
+        pending = ""  # a chunk may end mid-line
+        async for chunk in client.tail_job_logs(submission_id):
+            *lines, pending = (pending + chunk).split("\n")
+            for line in lines:
+                say(line)
+        if pending:
+            say(pending)
+
+    asyncio.run(tail())  # the stream closes when the job ends
+    while (status := client.get_job_status(submission_id)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        time.sleep(0.2)
+    return str(status.value)
