@@ -32,13 +32,14 @@ from streams import EventProducer, OffsetReader
 
 
 def fresh_config(base: Config, **learner) -> Config:
-    """A copy of ``base`` with its own app name, topics, registered model and consumer group."""
+    """A copy of ``base`` with its own app name, topics, registered model and consumer group, auth off."""
     tag = f"bench{uuid.uuid4().hex[:6]}"
     values = base.to_dict()
     values["app"] = tag
     values["mlflow"]["model_name"] = f"{tag}-adapter"
     values["kafka"]["topic_prefix"] = tag
     values["learner"].update(consumer_group=f"{tag}-learner", **learner)
+    values["auth"]["enabled"] = False  # these benchmarks measure serving and learning, not access control
     config = Config.from_dict(values)
     KafkaBroker(config).create_topics()
     return config

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = [
+    "AuthConfig",
     "Config",
     "ConfigError",
     "KafkaConfig",
@@ -177,10 +178,11 @@ class ServeConfig:
     serve_new_versions: bool = True  # until rollout: each published version serves at once
     max_text_chars: int = 4096
     max_new_tokens: int = 256
+    max_body_bytes: int = 1_048_576  # larger request bodies get 413 before they are parsed
 
     def problems(self) -> list[str]:
         out = [_port_problem("serve.port", self.port)]
-        for name in ("replicas", "max_batch_size", "adapter_cache_size", "max_text_chars", "max_new_tokens"):
+        for name in ("replicas", "max_batch_size", "adapter_cache_size", "max_text_chars", "max_new_tokens", "max_body_bytes"):
             if getattr(self, name) < 1:
                 out.append(f"serve.{name}: {getattr(self, name)} is too small; use 1 or more")
         if self.batch_wait_timeout_s < 0:
@@ -259,6 +261,10 @@ class LearnerConfig:
     join_window_s: float = 600.0
     consumer_group: str = ""  # defaults to "<app>-learner"
     holdout_fraction: float = 0.05  # labelled feedback kept out of training: the rollout's frozen evaluation set
+    user_cap_events: int = 200  # at most this many events of one user are learned per user_cap_window_s
+    user_cap_window_s: float = 60.0
+    quarantine_alpha: float = 1e-6  # quarantine a user whose disagreement with everyone else is this unlikely by chance
+    quarantine_min_events: int = 30  # judged events of a user before quarantine may apply
 
     @property
     def actions(self) -> tuple[str, ...]:
@@ -279,6 +285,13 @@ class LearnerConfig:
             out.append(f"learner.replay: {self.replay!r} is unknown; use reservoir, class_balanced or loss_prioritised")
         if self.replay_ratio < 0:
             out.append("learner.replay_ratio: must be >= 0 (0 turns replay off)")
+        for name in ("user_cap_events", "quarantine_min_events"):
+            if getattr(self, name) < 1:
+                out.append(f"learner.{name}: {getattr(self, name)} is too small; use 1 or more")
+        if self.user_cap_window_s <= 0:
+            out.append(f"learner.user_cap_window_s: {self.user_cap_window_s} must be positive seconds, e.g. 60")
+        if not 0 < self.quarantine_alpha < 1:
+            out.append(f"learner.quarantine_alpha: {self.quarantine_alpha} must be in (0, 1), e.g. 1e-6")
         if not 0 <= self.holdout_fraction < 1:
             out.append(f"learner.holdout_fraction: {self.holdout_fraction} must be in [0, 1), e.g. 0.05")
         if self.drift_detector not in ("adwin", "page_hinkley", "none"):
@@ -288,6 +301,32 @@ class LearnerConfig:
             out.append(f"learner.drift_actions: {bad} unknown; use a comma-separated subset of {', '.join(DRIFT_ACTIONS)}")
         if self.snapshot_every_s <= 0 or self.max_wait_s < 0:
             out.append("learner.snapshot_every_s must be > 0 and learner.max_wait_s >= 0 (seconds)")
+        return out
+
+
+ROLES = ("predict", "feedback", "admin")
+
+
+@dataclass
+class AuthConfig:
+    """Who may call the HTTP API: API keys with roles (see ``docs/security.md``).
+
+    Keys live hashed in ``keys_file``; ``cl keys create|list|revoke`` manage them. Admin
+    actions and auth failures are appended to ``audit_file`` and announced on ``cl.events``.
+    """
+
+    enabled: bool = True
+    keys_file: str = ""  # default <state_dir>/keys.json
+    audit_file: str = ""  # default <state_dir>/audit/security.jsonl
+    feedback_rate_per_s: float = 100.0  # feedback a key may post per second, sustained (429 above it)
+    feedback_burst: int = 200  # feedback a key may post at once before the rate applies
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.feedback_rate_per_s > 0:
+            out.append(f"auth.feedback_rate_per_s: {self.feedback_rate_per_s} must be positive, e.g. 100")
+        if self.feedback_burst < 1:
+            out.append(f"auth.feedback_burst: {self.feedback_burst} is too small; use 1 or more")
         return out
 
 
@@ -378,6 +417,7 @@ class Config:
     model: ModelSection = field(default_factory=ModelSection)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -385,7 +425,7 @@ class Config:
         problems: list[str] = []
         if not self.app or not self.app.replace("-", "").replace("_", "").isalnum():
             problems.append(f"app: {self.app!r} is not a name; use letters, digits, '-' or '_' (CL_APP)")
-        for section in (self.kafka, self.mlflow, self.ray, self.serve, self.model, self.learner, self.rollout):
+        for section in (self.kafka, self.mlflow, self.ray, self.serve, self.model, self.learner, self.rollout, self.auth):
             problems += section.problems()
         if problems:
             raise ConfigError(problems)
@@ -397,6 +437,16 @@ class Config:
     @property
     def topics(self) -> Topics:
         return Topics(self.kafka.topic_prefix)
+
+    @property
+    def keys_path(self) -> Path:
+        """The API key file (hashes only)."""
+        return Path(self.auth.keys_file) if self.auth.keys_file else self.state_dir / "keys.json"
+
+    @property
+    def audit_path(self) -> Path:
+        """The security audit log (admin actions, key changes, auth failures)."""
+        return Path(self.auth.audit_file) if self.auth.audit_file else self.state_dir / "audit" / "security.jsonl"
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "Config":
@@ -438,6 +488,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelSection,
     "learner": LearnerConfig,
     "rollout": RolloutConfig,
+    "auth": AuthConfig,
 }
 _ALIASES = {"RAY_ADDRESS": ("ray", "address")}
 # CL_* variables read elsewhere, not configuration keys.

@@ -349,6 +349,8 @@ LifecycleType = Literal[
     "rollout_state",
     "retrain_started",
     "retrain_finished",
+    "audit",
+    "user_quarantined",
 ]
 LIFECYCLE_TYPES: tuple[str, ...] = typing.get_args(LifecycleType)
 

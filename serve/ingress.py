@@ -86,7 +86,11 @@ async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONRe
 
 
 def _error_response(error: dict[str, Any]) -> JSONResponse:
-    return field_error(error["field"], error["message"], status=int(error.get("status", 422)))
+    status = int(error.get("status", 422))
+    response = field_error(error["field"], error["message"], status=status)
+    if status == 503:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 def _version_order(version: str) -> tuple[int, int]:
@@ -163,6 +167,15 @@ class Ingress:
                 except Exception as e:  # noqa: BLE001
                     logger.warning("rollout request counts lost: %s", e)
 
+    async def _call_replica(self, method: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """The replica's answer; a replica that died or could not be reached answers a retryable 503."""
+        try:
+            return await method.remote(payload)
+        except Exception as e:  # noqa: BLE001 - Ray raises ActorDiedError, RayActorError, ... while Serve replaces it
+            logger.warning("model replica call failed: %s", e)
+            return {"error": {"status": 503, "field": "",
+                              "message": f"no model replica could answer ({type(e).__name__}); retry in a moment"}}
+
     def _count(self, version: Any, result: dict[str, Any]) -> None:
         error = result.get("error")
         if version is not None and (error is None or int(error.get("status", 500)) >= 500):
@@ -215,7 +228,7 @@ class Ingress:
         version, arm = await self._route(body.user_id, body.model_version)
         payload = {"text": body.text, "features": body.features, "model_version": version}
         method = self.replica.predict if self.batching else self.replica.predict_unbatched
-        result = await method.remote(payload)
+        result = await self._call_replica(method, payload)
         self._count(version, result)
         if "error" in result:
             return _error_response(result["error"])
@@ -249,7 +262,7 @@ class Ingress:
         version, arm = await self._route(body.user_id, body.model_version)
         payload = {**body.model_dump(exclude={"user_id"}), "model_version": version}
         method = self.replica.generate if self.batching else self.replica.generate_unbatched
-        result = await method.remote(payload)
+        result = await self._call_replica(method, payload)
         self._count(version, result)
         if "error" in result:
             return _error_response(result["error"])

@@ -30,6 +30,9 @@ def stack_env(state_dir: Path, environ: dict[str, str] | None = None) -> dict[st
         ports += ["RAY_PORT", "RAY_DASHBOARD_PORT"]
     env = {f"CL_{name}": str(free_port()) for name in ports}
     env.update(CL_STATE_DIR=str(state_dir), CL_CACHE_DIR=str(REPO / ".cache"), CL_KAFKA_TOPIC_PREFIX="cltest")
+    # Auth is on by default; tests of other features call the API without keys, and the
+    # tests of access control (tests/serve/test_access.py) turn it back on.
+    env.setdefault("CL_AUTH_ENABLED", environ.get("CL_AUTH_ENABLED", "false"))
     return env
 
 
