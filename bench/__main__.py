@@ -1,12 +1,12 @@
 """Run every benchmark, one after the other (`make bench`): kernels on the CPU, the rollout
-policies (simulation), then the online loop and the rollback reaction.
+policies (simulation), then the online loop, the rollback reaction and the soak.
 
 The online-loop benchmarks need the local stack (`cl up`); `make bench` starts it.
 """
 
 import sys
 
-from bench import bench_kernels, bench_online, bench_rollback_reaction, bench_rollout
+from bench import bench_kernels, bench_online, bench_rollback_reaction, bench_rollout, bench_soak
 
 if __name__ == "__main__":
     print("#### kernels (CPU)\n", flush=True)
@@ -17,4 +17,6 @@ if __name__ == "__main__":
     bench_online.main([])
     print("\n#### rollback reaction (local stack)\n", flush=True)
     bench_rollback_reaction.main([])
+    print("\n#### soak (local stack)\n", flush=True)
+    bench_soak.main([])
     sys.exit(code)

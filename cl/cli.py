@@ -149,8 +149,16 @@ def _demo(config: Config, args: argparse.Namespace) -> int:
     from serve.demo import run_demo
 
     url = base_url(config)
+    client_key = None
+    if config.auth.enabled:
+        keys = _demo_keys(config)
+        client_key = keys["demo-client"]
+        print("API keys made for the demo (valid 24 h; shown once, only their hashes are kept):")
+        print(f"  demo-client (predict, feedback): {keys['demo-client']}")
+        print(f"  demo-admin  (admin):             {keys['demo-admin']}")
+        print(f"  e.g. export CL_API_KEY={keys['demo-admin']}  # for cl versions / promote / rollback / traffic\n")
     print(f"demo: {args.requests} simulated requests with ratings against {url}")
-    result = run_demo(config, url, requests=args.requests)
+    result = run_demo(config, url, requests=args.requests, api_key=client_key)
     half = len(result.correct) // 2
     print(f"\ndemo done: positive-rating rate {result.accuracy(0, half):.1%} before the shift, "
           f"{result.accuracy(half, half + 400):.1%} right after it, {result.accuracy(-400):.1%} at the end; "
@@ -168,13 +176,128 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_keys(config: Config) -> dict[str, str]:
+    """Fresh 24-hour keys for the demo (the previous demo keys are revoked): name -> key."""
+    from cl.security import KeyStore
+
+    store = KeyStore(config.keys_path)
+    wanted = {"demo-client": {"predict": 86400.0, "feedback": 86400.0}, "demo-admin": {"admin": 86400.0}}
+    for record in store.list():
+        if record.name in wanted and record.status() == "active":
+            store.revoke(record.key_id)
+            _audit_cli(config, "key_revoked", {"key_id": record.key_id, "name": record.name, "why": "replaced by cl demo"})
+    made = {}
+    for name, roles in wanted.items():
+        made[name], record = store.create(name, roles)
+        _audit_cli(config, "key_created", {"key_id": record.key_id, "name": name, "roles": record.describe()["roles"]})
+    return made
+
+
+def _audit_cli(config: Config, action: str, details: dict) -> None:
+    """Record a change made from the command line in the audit trail and announce it on cl.events."""
+    from cl.security import AuditTrail
+    from serve._private.access import announce_audit, cli_actor
+    from streams import EventProducer
+    from streams.errors import ProduceError
+
+    record = AuditTrail(config.audit_path).append(action, actor=cli_actor(), outcome="ok", details=details)
+    try:
+        producer = EventProducer(config.kafka.bootstrap_servers, client_id=f"{config.app}-cli")
+        announce_audit(producer, config, record)
+        producer.close(timeout_s=5.0)
+    except ProduceError as e:
+        print(f"cl: {action} is in the audit trail ({config.audit_path}) but not announced on "
+              f"{config.topics.events}: {e}", file=sys.stderr)  # fmt: skip
+
+
+def _keys_create(config: Config, args: argparse.Namespace) -> int:
+    from cl.security import KeyStore, parse_duration
+
+    try:
+        default_ttl = parse_duration(args.expires_in) if args.expires_in else None
+        roles: dict[str, float | None] = {}
+        for spec in args.role or []:
+            role, _, ttl = spec.partition(":")
+            roles[role.strip()] = parse_duration(ttl) if ttl else default_ttl
+        key, record = KeyStore(config.keys_path).create(args.name, roles)
+    except ValueError as e:
+        print(f"cl keys create: {e}", file=sys.stderr)
+        return 2
+    info = record.describe()
+    _audit_cli(config, "key_created", {"key_id": record.key_id, "name": record.name, "roles": info["roles"]})
+    if args.json:
+        print(json.dumps({"key": key, **info}, indent=2))
+        return 0
+    roles_text = ", ".join(f"{r} (expires {when})" for r, when in info["roles"].items())
+    print(f"key {record.key_id} ({record.name}): {roles_text}\n{key}\n"
+          "Shown once; only its hash is kept. Send it as 'Authorization: Bearer <key>' (or set CL_API_KEY for cl).")
+    return 0
+
+
+def _keys_list(config: Config, args: argparse.Namespace) -> int:
+    from cl.security import KeyStore
+
+    keys = [r.describe() for r in KeyStore(config.keys_path).list()]
+    if args.json:
+        print(json.dumps(keys, indent=2))
+        return 0
+    print(f"{'key_id':<9} {'name':<20} {'status':<8} {'created':<24} roles (expiry)")
+    for k in keys:
+        roles = ", ".join(f"{r} ({when})" for r, when in k["roles"].items())
+        print(f"{k['key_id']:<9} {k['name'][:20]:<20} {k['status']:<8} {k['created']:<24} {roles}")
+    if not keys:
+        print(f"(no keys in {config.keys_path}; create one with `cl keys create --name NAME --role predict`)")
+    return 0
+
+
+def _keys_revoke(config: Config, args: argparse.Namespace) -> int:
+    from cl.security import KeyStore
+
+    try:
+        record = KeyStore(config.keys_path).revoke(args.key_id)
+    except KeyError as e:
+        print(f"cl keys revoke: {e.args[0]}", file=sys.stderr)
+        return 1
+    _audit_cli(config, "key_revoked", {"key_id": record.key_id, "name": record.name})
+    print(f"key {record.key_id} ({record.name}) revoked; the service refuses it from the next request on")
+    return 0
+
+
+def _audit(config: Config, args: argparse.Namespace) -> int:
+    import time
+
+    from cl.security import AuditTrail
+
+    trail = AuditTrail(config.audit_path)
+    if args.verify:
+        n, problem = trail.verify()
+        if problem:
+            print(f"cl audit: the audit trail {config.audit_path} is broken after {n} good records: {problem}", file=sys.stderr)
+            return 1
+        print(f"{n} records, chain intact ({config.audit_path})")
+        return 0
+    records = trail.read(args.limit)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"]))
+        details = ", ".join(f"{k}={v}" for k, v in r["details"].items() if k not in ("message", "decisions"))
+        print(f"{r['seq']:>6}  {when}  {r['action']:<13} {r['actor']:<30} {r['outcome']:<18} {details}")
+    if not records:
+        print(f"(the audit trail {config.audit_path} is empty)")
+    return 0
+
+
 def _admin(config: Config, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    """Call the running service; (exit code, JSON answer). Errors are printed with their fix."""
+    """Call the running service with ``$CL_API_KEY``; (exit code, JSON answer). Errors are printed with their fix."""
     import httpx
 
     url = f"http://{config.serve.host}:{config.serve.port}"
+    key = os.environ.get("CL_API_KEY", "")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.request(method, url + path, json=body, timeout=30.0)
+        response = httpx.request(method, url + path, json=body, headers=headers, timeout=30.0)
     except httpx.HTTPError as e:
         print(f"cl: the service does not answer at {url} ({e}); start it with `cl serve`", file=sys.stderr)
         return 1, {}
@@ -183,6 +306,9 @@ def _admin(config: Config, method: str, path: str, body: dict | None = None) -> 
         detail = data.get("detail", response.text)
         messages = [f"{d.get('field', '')}: {d.get('msg', d)}" for d in detail] if isinstance(detail, list) else [str(detail)]
         print(f"cl: {method} {path} refused ({response.status_code}): " + "; ".join(messages), file=sys.stderr)
+        if response.status_code in (401, 403):
+            print("cl: set CL_API_KEY to a key with the admin role (`cl keys create --name ops --role admin`; "
+                  "`cl run` prints one)", file=sys.stderr)  # fmt: skip
         return 1, data
     return 0, data
 
@@ -237,6 +363,9 @@ _IDLE_EXIT = (("--idle-exit",), {"type": float, "help": "stop the learner after 
 _FOREGROUND = (("--foreground",), {"action": "store_true", "help": "run in this process instead of as a Ray job"})
 _REQUESTS = (("--requests",), {"type": int, "default": 4000, "help": "simulated requests to send (default 4000)"})
 
+_ROLE = (("--role",), {"action": "append", "metavar": "ROLE[:DURATION]",
+                       "help": "predict, feedback or admin, optionally expiring, e.g. admin:1h (repeat for several)"})
+
 COMMANDS: tuple[Command, ...] = (
     Command(("up",), _up, "start Kafka, MLflow and Ray locally (or use the ones configured) and create the topics"),
     Command(("down",), _down, "stop the services that `cl up` started"),
@@ -266,6 +395,17 @@ COMMANDS: tuple[Command, ...] = (
     Command(("traffic",), _traffic, "set a challenger's share of the traffic",
             ((("version",), {"help": "a challenger of the running rollout"}),
              (("weight",), {"type": float, "help": "its share, 0 to 1"}))),
+    Command(("keys", "create"), _keys_create, "create an API key with roles (predict, feedback, admin), each optionally "
+            "expiring; prints the key once",
+            ((("--name",), {"required": True, "help": "who holds it, e.g. checkout-service"}), _ROLE,
+             (("--expires-in",), {"help": "expiry of roles given without one, e.g. 30d (default: never)"}), _JSON)),
+    Command(("keys", "list"), _keys_list, "list API keys: id, name, status, roles and their expiry (never the keys)", (_JSON,)),
+    Command(("keys", "revoke"), _keys_revoke, "revoke an API key at once",
+            ((("key_id",), {"help": "the key's id, as `cl keys list` shows it"}),)),
+    Command(("audit",), _audit, "show the audit trail of admin actions, key changes and refused requests",
+            ((("--limit",), {"type": int, "default": 50, "help": "newest records to show (default 50; 0: all)"}),
+             (("--verify",), {"action": "store_true", "help": "check the hash chain; exit 1 if a record was altered"}),
+             _JSON)),
 )  # fmt: skip
 
 

@@ -492,7 +492,7 @@ _SECTIONS: dict[str, type] = {
 }
 _ALIASES = {"RAY_ADDRESS": ("ray", "address")}
 # CL_* variables read elsewhere, not configuration keys.
-_OTHER_ENV = {"CL_CONFIG", "CL_KERNELS"}
+_OTHER_ENV = {"CL_CONFIG", "CL_KERNELS", "CL_API_KEY", "CL_FAILPOINTS"}
 
 
 def _coerce(key: str, raw: Any, typ: Any, problems: list[str], env_name: str | None) -> Any:

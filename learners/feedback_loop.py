@@ -11,23 +11,38 @@ The workers move in lockstep: once per poll they exchange a small status, and fr
 take the same decisions: step (together, averaging gradients, see
 :mod:`cl.data_parallel`), snapshot or stop. A snapshot is one version holding every rank's
 part (:mod:`learners.rank_state`), registered by rank 0 before any rank commits.
+
+If MLflow is down, the snapshot is not published: no rank commits, the events stay
+unpublished (a crash now would re-read them from the last version), learning goes on, and
+the snapshot is retried with backoff (``SNAPSHOT_RETRY_MAX_S`` at most between tries).
+Failpoints (:mod:`cl.failpoints`) mark the steps whose interruption the fault tests prove
+harmless: ``snapshot.before_publish``, ``snapshot.after_publish`` (registered, offsets not
+committed) and ``snapshot.after_commit`` (committed, not announced).
+
+Every joined event passes :class:`cl.feedback_guard.FeedbackGuard` first: events over a
+user's cap, and every event of a quarantined user, go to the dead-letter topic instead
+(``user_capped``, ``user_quarantined``), and a quarantine is announced on ``cl.events``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from mlflow.exceptions import MlflowException
 
 from cl.base_model import build_base_model
 from cl.config import Config
 from cl.data_parallel import RankGroup, current_group
 from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
 from cl.example import Example
+from cl.failpoints import failpoint
+from cl.feedback_guard import FeedbackGuard
 from cl.online_learner import OnlineLearner, StepReport
 from cl.registry import AdapterRegistry
 from learners.rank_state import merge_metrics, merge_positions, rank_parts, share_for_rank
@@ -36,6 +51,15 @@ from streams import DeadLetters, EventProducer, FeedbackJoiner, JoinResult, Offs
 __all__ = ["FeedbackLoop", "LoopLimits"]
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_RETRY_MAX_S = 30.0  # longest wait between tries of a snapshot MLflow refused
+# The loop retries a failed snapshot itself, with backoff, and learns meanwhile; MLflow's own
+# client retries (7, with exponential backoff: minutes) would stall learning for the outage.
+MLFLOW_CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+class SnapshotNotPublished(RuntimeError):
+    """The registry did not take a snapshot; no rank committed its offsets."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +106,8 @@ class FeedbackLoop:
         self.group = group or current_group()
         if self.group.world_size != world_size:
             raise ValueError(f"world_size={world_size} but the process group has {self.group.world_size} ranks")
+        for name, value in MLFLOW_CLIENT_RETRIES.items():
+            os.environ.setdefault(name, value)  # an operator's own setting wins
         self.config = config
         self.rank = rank
         self.world_size = world_size
@@ -96,6 +122,7 @@ class FeedbackLoop:
                                      branch_source=self._champion_adapter, group=self.group)
         lc = config.learner
         self.joiner = FeedbackJoiner(max_requests=lc.join_window_events, max_age_s=lc.join_window_s)
+        self.guard = FeedbackGuard.from_config(lc, workers=world_size)
         self.parent_version: str | None = None
         self.published: list[str] = []
         self.duplicates = 0
@@ -119,8 +146,12 @@ class FeedbackLoop:
     # -- resume / snapshot ----------------------------------------------------------------------
 
     def _champion_adapter(self) -> dict[str, torch.Tensor] | None:
-        version = self.registry.alias_version("champion")
-        return self.registry.load_adapter(version) if version else None
+        try:
+            version = self.registry.alias_version("champion")
+            return self.registry.load_adapter(version) if version else None
+        except (MlflowException, OSError) as e:
+            self.say(f"learner {self.rank}: the champion cannot be loaded from MLflow ({e}); branching from a fresh adapter")
+            return None
 
     def _resume(self) -> dict[str, int]:
         latest = self.registry.latest_version(source="online")  # not an offline retrain's version
@@ -134,6 +165,7 @@ class FeedbackLoop:
         share = share_for_rank(parts, self.rank, self.world_size)
         self.learner.load_state_dict(share["learner"])
         self.joiner.load_state_dict(share["joiner"])
+        self.guard.load_state_dict(share.get("guard"))  # None: a snapshot from before the guard
         self.parent_version = latest
         resized = f", written by {len(parts)} worker(s)" if len(parts) != self.world_size else ""
         self.say(f"learner {self.rank}: resumed from version {latest}{resized} "
@@ -153,34 +185,31 @@ class FeedbackLoop:
         """Register the adapter and all state as a version, then commit offsets, then announce.
 
         A collective: every rank calls it; rank 0 registers the version with every rank's part.
+
+        Raises:
+            SnapshotNotPublished: the registry failed (on rank 0); every rank raises it, and
+                none has committed anything.
         """
         resume, reached = self._snapshot_positions()
-        part = {"learner": self.learner.state_dict(), "joiner": self.joiner.state_dict(), "positions": resume}
+        part = {"learner": self.learner.state_dict(), "joiner": self.joiner.state_dict(), "positions": resume,
+                "guard": self.guard.state_dict()}  # fmt: skip
         parts = self.group.all_gather(part)
         metrics = merge_metrics(self.group.all_gather(self.learner.metrics()), [p["learner"]["stats"] for p in parts])
+        metrics.update(_guard_totals([p["guard"]["counts"] for p in parts]))
         events_seen = int(metrics["events_seen"])
-        version = None
+        version, error = None, None
         if self.rank == 0:
-            positions = merge_positions([p["positions"] for p in parts])
-            state = {"base_version": self.config.model.base_version, "world_size": self.world_size, "ranks": parts}
-            version = self.registry.publish(
-                self.model.adapter_state(0),
-                tags={
-                    "base_version": self.config.model.base_version,
-                    "parent_version": self.parent_version or "",
-                    "kafka_offsets": json.dumps(positions, sort_keys=True),
-                    "events_seen": str(events_seen),
-                    "learner_workers": str(self.world_size),
-                    "source": "online",
-                    "reason": reason,
-                },
-                metrics=metrics,
-                learner_state=state,
-                run_id=self.run_id,
-                step=events_seen,
-            )
-        version = self.group.all_gather(version)[0]  # nobody commits before the version exists
+            failpoint("snapshot.before_publish")
+            try:
+                version = self._publish(parts, metrics, events_seen, reason)
+            except (MlflowException, OSError) as e:
+                error = f"{type(e).__name__}: {str(e)[:300]}"
+        version, error = self.group.all_gather((version, error))[0]  # nobody commits before the version exists
+        if version is None:
+            raise SnapshotNotPublished(f"MLflow at {self.config.mlflow.tracking_uri} did not register the snapshot ({error})")
+        failpoint("snapshot.after_publish")
         self.reader.commit(reached)
+        failpoint("snapshot.after_commit")
         if self.rank == 0:
             payload = {
                 "version": version,
@@ -196,6 +225,27 @@ class FeedbackLoop:
         self.published.append(version)
         self.events_applied = events_seen
         return version
+
+    def _publish(self, parts: list[dict], metrics: dict[str, float], events_seen: int, reason: str) -> str:
+        """Rank 0: register the adapter with every rank's part as one version."""
+        positions = merge_positions([p["positions"] for p in parts])
+        state = {"base_version": self.config.model.base_version, "world_size": self.world_size, "ranks": parts}
+        return self.registry.publish(
+            self.model.adapter_state(0),
+            tags={
+                "base_version": self.config.model.base_version,
+                "parent_version": self.parent_version or "",
+                "kafka_offsets": json.dumps(positions, sort_keys=True),
+                "events_seen": str(events_seen),
+                "learner_workers": str(self.world_size),
+                "source": "online",
+                "reason": reason,
+            },
+            metrics=metrics,
+            learner_state=state,
+            run_id=self.run_id,
+            step=events_seen,
+        )
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -213,7 +263,7 @@ class FeedbackLoop:
             return None
         return self.joiner.add_feedback(feedback, now=now)
 
-    def _collect(self, result: JoinResult | None, batch: list[Example]) -> None:
+    def _collect(self, result: JoinResult | None, batch: list[Example], now: float) -> None:
         if result is None:
             return
         self.duplicates += len(result.duplicates)
@@ -224,6 +274,13 @@ class FeedbackLoop:
                 "send feedback only for request_ids the service returned", self.topics.feedback,
             )  # fmt: skip
         for request, feedback in result.joined:
+            verdict = self.guard.check(request, feedback, now=now)
+            if verdict.action != "learn":
+                self.dead_letters.rejected(feedback, f"user_{verdict.action}", "user_id", verdict.reason, self.topics.feedback)
+                if verdict.announce is not None:
+                    self.producer.send(self.topics.events, LifecycleEvent(type="user_quarantined", payload=verdict.announce))
+                    self.say(f"learner {self.rank}: {verdict.reason}")
+                continue
             try:
                 batch.append(Example.from_join(request, feedback))
                 self._in_batch[feedback.event_id] = feedback
@@ -240,7 +297,10 @@ class FeedbackLoop:
             payload = {"events_seen": self.events_applied, "actions": list(report.actions), "lr": report.lr,
                        "detector": self.config.learner.drift_detector}  # fmt: skip
             self.producer.send(self.topics.events, LifecycleEvent(type="drift_detected", payload=payload))
-            self.registry.log_metrics(self.run_id, {"drift_detected": 1.0}, step=self.events_applied)
+            try:
+                self.registry.log_metrics(self.run_id, {"drift_detected": 1.0}, step=self.events_applied)
+            except (MlflowException, OSError) as e:
+                self.say(f"learner: drift not logged to MLflow ({type(e).__name__}); the drift_detected event has it")
             self.say(f"learner: drift detected after {self.events_applied} events; actions: {', '.join(report.actions) or 'none'}")
         return report
 
@@ -251,6 +311,7 @@ class FeedbackLoop:
         started = last_snapshot = last_progress = last_read = time.monotonic()
         batch_since: float | None = None
         since_snapshot = 0
+        retry_at, failures = 0.0, 0  # when a snapshot MLflow refused may be tried again; how often it was
         self.say(f"learner {self.rank}/{self.world_size}: reading {self.topics.feedback} joined with {self.topics.requests}")
         while True:
             records = self.reader.poll(timeout_ms=100)
@@ -258,8 +319,8 @@ class FeedbackLoop:
             if records:
                 last_read = now
             for record in records:
-                self._collect(self._route(record, now_wall), batch)
-            self._collect(JoinResult([], [], self.joiner.expire(now_wall)), batch)
+                self._collect(self._route(record, now_wall), batch, now_wall)
+            self._collect(JoinResult([], [], self.joiner.expire(now_wall)), batch, now_wall)
             if batch and batch_since is None:
                 batch_since = now
             ready = bool(batch) and (len(batch) >= lc.batch_size or now - (batch_since or now) >= lc.max_wait_s)
@@ -286,34 +347,63 @@ class FeedbackLoop:
             overtime = limits.max_runtime_s is not None and clock >= limits.max_runtime_s
             stopping = (done or idle or overtime) and not pending
             due = since_snapshot >= lc.snapshot_every_events or (since_snapshot and clock - last_snapshot >= lc.snapshot_every_s)
-            if (due or drift or (stopping and since_snapshot)) and not pending:
+            if (due or drift or (stopping and since_snapshot)) and not pending and clock >= retry_at:
                 reason = "drift" if drift else "final" if stopping else "periodic"
-                version = self.snapshot(reason)
-                since_snapshot, last_snapshot = 0, clock
-                if self.rank == 0:
-                    self.say(f"learner: published version {version} ({reason}, {self.events_applied} events)")
+                try:
+                    version = self.snapshot(reason)
+                except SnapshotNotPublished as e:
+                    failures += 1
+                    delay = min(SNAPSHOT_RETRY_MAX_S, 2.0 ** (failures - 1))
+                    retry_at = clock + delay
+                    if self.rank == 0:
+                        self.say(f"learner: {e}; {since_snapshot} events stay unpublished and their offsets "
+                                 f"uncommitted; learning goes on, try {failures + 1} in {delay:g} s")  # fmt: skip
+                else:
+                    if self.rank == 0:
+                        after = f" after {failures} failed tries" if failures else ""
+                        self.say(f"learner: published version {version} ({reason}, {self.events_applied} events){after}")
+                    since_snapshot, last_snapshot, retry_at, failures = 0, clock, 0.0, 0
             if self.rank == 0 and now - last_progress >= 5.0:
                 m = self.learner.metrics()
                 self.say(
                     f"learner: {self.events_applied} events | prequential acc {m.get('prequential_accuracy', float('nan')):.3f}"
                     f" | positive {m.get('positive_rate', float('nan')):.3f} | loss {m.get('loss_ema', float('nan')):.3f}"
                     f" | lag {self.reader.lag()} | dead letters {sum(self.dead_letters.counts.values())}"
+                    f" | capped {self.guard.counts['capped']} | quarantined {self.guard.counts['quarantined']}"
+                    f" ({self.guard.n_quarantined} users)" + (f" | {failures} snapshot tries failed" if failures else "")
                 )
                 last_progress = now
-            if stopping:
+            if stopping and not since_snapshot:  # with unpublished events, keep trying to publish them
                 break
         final = self._final_metrics()
         self.close()
         return final
 
     def _final_metrics(self) -> dict[str, float]:
-        parts = self.group.all_gather((self.learner.metrics(), self.learner.state_dict()["stats"], self.duplicates))
-        metrics = merge_metrics([m for m, _, _ in parts], [s for _, s, _ in parts])
-        return {**metrics, "versions_published": float(len(self.published)), "duplicates": float(sum(d for _, _, d in parts))}
+        guard = self.guard.state_dict()
+        quarantined = [q["user_id"] for q in guard["quarantined"]]
+        parts = self.group.all_gather((self.learner.metrics(), self.learner.state_dict()["stats"], self.duplicates,
+                                       guard["counts"], quarantined))  # fmt: skip
+        metrics = merge_metrics([p[0] for p in parts], [p[1] for p in parts])
+        return {
+            **metrics,
+            **_guard_totals([p[3] for p in parts]),
+            "users_quarantined": float(len({u for p in parts for u in p[4]})),
+            "versions_published": float(len(self.published)),
+            "duplicates": float(sum(p[2] for p in parts)),
+        }
 
     def close(self) -> None:
         self.dead_letters.flush()
         self.producer.close()
         self.reader.close()
         if self.run_id is not None:
-            self.registry.client.set_terminated(self.run_id)
+            try:
+                self.registry.client.set_terminated(self.run_id)
+            except (MlflowException, OSError) as e:
+                self.say(f"learner: run {self.run_id} not marked finished in MLflow ({type(e).__name__})")
+
+
+def _guard_totals(counts: list[dict[str, int]]) -> dict[str, float]:
+    """Events refused by the ranks' guards, summed: ``events_capped``, ``events_quarantined``."""
+    return {f"events_{name}": float(sum(c.get(name, 0) for c in counts)) for name in ("capped", "quarantined")}

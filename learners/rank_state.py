@@ -1,14 +1,17 @@
 """One snapshot for many learner ranks: merge their parts, and hand each restarted rank its share.
 
 A snapshot's learner state is ``{"base_version", "world_size", "ranks": [part, ...]}``,
-one part per rank: ``{"learner": OnlineLearner.state_dict(), "joiner": ..., "positions": ...}``.
+one part per rank: ``{"learner": OnlineLearner.state_dict(), "joiner": ..., "positions": ..., "guard": ...}``
+(``guard``, the rank's :class:`cl.feedback_guard.FeedbackGuard` state, is missing from
+snapshots written before the guard existed; those resume with a fresh guard).
 The adapter, optimizer and detector are the same in every part (the ranks step together);
 replay buffers, join state, counters and Kafka positions are each rank's own.
 
 A restart may have another number of ranks than the snapshot. Then positions are merged (a
 feedback partition's from the rank that read it, a request partition's the earliest any
 rank still needed), rank 0 takes every rank's pending feedback and counters, and every rank
-remembers every rank's seen event ids, so nothing is lost or applied twice.
+remembers every rank's seen event ids, so nothing is lost or applied twice. Every rank takes
+the guards' merged knowledge of users (quarantines included); rank 0 their counters.
 
 Example:
     >>> merge_positions([{"fb:0": 5, "req:0": 9}, {"fb:1": 7, "req:0": 4}])
@@ -20,6 +23,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from cl.feedback_guard import FeedbackGuard
 
 __all__ = ["COUNTERS", "merge_metrics", "merge_positions", "rank_parts", "share_for_rank"]
 
@@ -40,7 +45,7 @@ def rank_parts(state: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The per-rank parts of a snapshot's learner state (one-rank snapshots of old had no list)."""
     if "ranks" in state:
         return list(state["ranks"])
-    return [{"learner": state["learner"], "joiner": state["joiner"], "positions": state["positions"]}]
+    return [{name: state[name] for name in ("learner", "joiner", "positions", "guard") if name in state}]
 
 
 def share_for_rank(parts: Sequence[Mapping[str, Any]], rank: int, world_size: int) -> dict[str, Any]:
@@ -51,8 +56,9 @@ def share_for_rank(parts: Sequence[Mapping[str, Any]], rank: int, world_size: in
         rank, world_size: The restarted rank and how many there are now.
 
     Returns:
-        ``{"learner", "joiner", "positions"}``: the rank's own part if the world size is
-        unchanged; otherwise as the module docstring says.
+        ``{"learner", "joiner", "positions", "guard"}``: the rank's own part if the world size
+        is unchanged; otherwise as the module docstring says. ``guard`` is missing (or None)
+        for snapshots written before the guard.
     """
     if len(parts) == world_size:
         return copy.deepcopy(dict(parts[rank]))
@@ -62,10 +68,14 @@ def share_for_rank(parts: Sequence[Mapping[str, Any]], rank: int, world_size: in
         stats[name] = sum(int(p["learner"]["stats"].get(name, 0)) for p in parts) if rank == 0 else 0
     seen = list(dict.fromkeys(i for p in parts for i in p["joiner"].get("seen_ids", [])))
     pending = [entry for p in parts for entry in p["joiner"].get("pending", [])] if rank == 0 else []
+    guard = FeedbackGuard.merge_states([p.get("guard") for p in parts])
+    if rank != 0:
+        guard["counts"] = {}
     return {
         "learner": learner,
         "joiner": {"pending": pending, "seen_ids": seen},
         "positions": merge_positions([p["positions"] for p in parts]),
+        "guard": guard,
     }
 
 

@@ -42,6 +42,11 @@ def build_app(config: Config, *, batching: bool = True) -> serve.Application:
         An application for ``serve.run``.
     """
     values = config.to_dict()
+    # Replicas run in other working directories: give them absolute paths (keys, audit, state).
+    values["state_dir"] = str(config.state_dir.resolve())
+    for name in ("keys_file", "audit_file"):
+        if values["auth"][name]:
+            values["auth"][name] = str(Path(values["auth"][name]).resolve())
     s = config.serve
     replica = ModelReplica.options(
         num_replicas=s.replicas,

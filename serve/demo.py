@@ -40,6 +40,16 @@ class DemoResult:
         return sum(window) / max(1, len(window))
 
 
+def _post_feedback(client: httpx.Client, body: dict, attempts: int = 5) -> None:
+    """Post feedback, waiting out a 429 (rate limit) or 503 (Kafka busy) as its Retry-After says."""
+    for attempt in range(attempts):
+        response = client.post("/v1/feedback", json=body)
+        if response.status_code not in (429, 503) or attempt == attempts - 1:
+            response.raise_for_status()
+            return
+        time.sleep(float(response.headers.get("Retry-After", "1")))
+
+
 def run_demo(
     config: Config,
     base_url: str,
@@ -49,8 +59,12 @@ def run_demo(
     concurrency: int = 4,
     seed: int = 1,
     say: Callable[[str], None] = print,
+    api_key: str | None = None,
 ) -> DemoResult:
-    """Send ``requests`` predict calls with feedback; users shift at ``shift_at`` (default: halfway)."""
+    """Send ``requests`` predict calls with feedback; users shift at ``shift_at`` (default: halfway).
+
+    ``api_key`` (roles predict and feedback) is sent as a bearer token when auth is on.
+    """
     users = SimulatedUsers(config.model.n_features, config.model.n_labels, seed=seed)
     shift_at = requests // 2 if shift_at is None else shift_at
     result = DemoResult()
@@ -80,7 +94,7 @@ def run_demo(
             r.raise_for_status()
             served = r.json()
             body = {"request_id": served["request_id"], "user_id": f"user-{i % 97}", **users.feedback(features, served["label"])}
-            client.post("/v1/feedback", json=body).raise_for_status()
+            _post_feedback(client, body)
             ok = served["label"] == users.truth(features)
             with lock:
                 result.correct.append(ok)
@@ -91,7 +105,8 @@ def run_demo(
                 result.errors += 1
 
     last = time.monotonic()
-    with httpx.Client(base_url=base_url, timeout=30.0) as client, ThreadPoolExecutor(concurrency) as pool:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client, ThreadPoolExecutor(concurrency) as pool:
         for start in range(0, requests, concurrency * 8):
             if start <= shift_at < start + concurrency * 8:
                 users.shift()

@@ -13,6 +13,11 @@
 ``GET /openapi.json``       the OpenAPI document (``/docs`` renders it)
 ==========================  ======================================================================
 
+With ``auth.enabled`` (the default) every route but ``/healthz`` and the docs needs an API key
+with the right role (:mod:`serve._private.access`): 401 without a valid key, 403 without the
+role, 429 for feedback over the per-key rate. Bodies over ``serve.max_body_bytes`` get 413.
+Admin actions and refusals go to the audit trail (``cl audit``) and ``cl.events``.
+
 Every answered request is logged to ``topics.requests`` as a :class:`cl.events.RequestEvent`
 keyed by its ``request_id``, after the response is sent (it never delays an answer); the
 producer is flushed when the ingress shuts down. Feedback is different: it is answered 202
@@ -31,7 +36,7 @@ per ``user_id``, answered with its arm (``champion`` or ``challenger``).
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +48,8 @@ from cl.adapter_cache import BASE_VERSION
 from cl.config import Config
 from cl.events import FeedbackEvent, RequestEvent, RequestInput, RequestOutput
 from cl.inference import GenerateItem, InputError, Limits, PredictItem, check_generate, check_predict
+from serve._private import body_limit
+from serve._private.access import AUTH_DOC, Access, Caller, announce_audit
 from serve._private.errors import field_error, validation_error_response
 from serve._private.feedback import accept_feedback
 from serve._private.producer_link import ProducerLink
@@ -76,8 +83,10 @@ app = FastAPI(
     title="cl: online continual-learning service",
     version="1",
     description="A Mixture-of-Experts model that learns from its users' feedback. "
-    "Predict or generate, then post feedback on the request_id you got back.",
+    "Predict or generate, then post feedback on the request_id you got back. "
+    "Send an API key (`cl keys create`) as 'Authorization: Bearer <key>'.",
 )
+app.add_middleware(body_limit.BodyLimit)
 
 
 @app.exception_handler(RequestValidationError)
@@ -117,6 +126,8 @@ class Ingress:
 
         self.config = Config.from_dict(config)
         cfg = self.config
+        body_limit.configure(cfg.serve.max_body_bytes)
+        self.access = Access(cfg, announce=self._announce)
         self.replica = replica
         self.batching = batching
         self.limits = Limits.from_serve(cfg.serve)
@@ -181,19 +192,36 @@ class Ingress:
         if version is not None and (error is None or int(error.get("status", 500)) >= 500):
             self.router.count(version, ok=error is None)
 
-    async def _admin(self, call: Any) -> Any:
+    async def _admin(self, request: Request, action: str, body: Any, call: Callable[[], Any]) -> Any:
+        """Run an admin ``call`` on the controller for an admitted caller; audit what happened."""
+        caller = await self.access.admit(request, "admin")
+        if not isinstance(caller, Caller):
+            return caller
+        details = body.model_dump()
         if self.controller is None:
+            await self.access.record(action, caller.actor, "409 rollouts off", details)
             return field_error("serve.serve_new_versions", "rollouts are off: each new version serves at once; "
                                "set serve.serve_new_versions = false to run canary rollouts", status=409)
         try:
-            decisions = await call
+            decisions = await call()
         except Exception as e:  # noqa: BLE001 - the actor's ValueError names the problem
             cause = getattr(e, "cause", None) or e
             if isinstance(cause, ValueError):
-                return field_error("version", str(cause).splitlines()[-1], status=422)
+                message = str(cause).splitlines()[-1]
+                await self.access.record(action, caller.actor, "422 refused", {**details, "message": message})
+                return field_error("version", message, status=422)
+            await self.access.record(action, caller.actor, f"500 {type(e).__name__}", details)
             raise
+        await self.access.record(action, caller.actor, "ok", {**details, "decisions": decisions})
         self.router.apply(await self.controller.routing.remote(-2, 0.0))  # this replica knows at once
         return RolloutDecisions(decisions=decisions)
+
+    def _announce(self, record: dict[str, Any]) -> None:
+        """Publish an audit record on ``cl.events`` if Kafka is connected (the file has it anyway)."""
+        try:
+            announce_audit(self.kafka.get(timeout_s=0), self.config, record)
+        except Exception as e:  # noqa: BLE001
+            logger.warning("audit record %s not announced on %s: %s", record.get("seq"), self.config.topics.events, e)
 
     # -- Kafka ----------------------------------------------------------------------------
 
@@ -218,8 +246,12 @@ class Ingress:
 
     # -- endpoints --------------------------------------------------------------------------
 
-    @app.post("/v1/predict", response_model=PredictResponse, summary="Classify text or a feature vector")
-    async def predict(self, body: PredictRequest, background: BackgroundTasks) -> Any:
+    @app.post("/v1/predict", response_model=PredictResponse, summary="Classify text or a feature vector",
+              dependencies=AUTH_DOC)
+    async def predict(self, body: PredictRequest, background: BackgroundTasks, request: Request) -> Any:
+        caller = await self.access.admit(request, "predict")
+        if not isinstance(caller, Caller):
+            return caller
         item = PredictItem(text=body.text, features=body.features)
         try:
             check_predict(item, self.model_config, self.limits)
@@ -251,8 +283,11 @@ class Ingress:
         )
         return response
 
-    @app.post("/v1/generate", response_model=GenerateResponse, summary="Continue a prompt")
-    async def generate(self, body: GenerateRequest, background: BackgroundTasks) -> Any:
+    @app.post("/v1/generate", response_model=GenerateResponse, summary="Continue a prompt", dependencies=AUTH_DOC)
+    async def generate(self, body: GenerateRequest, background: BackgroundTasks, request: Request) -> Any:
+        caller = await self.access.admit(request, "predict")
+        if not isinstance(caller, Caller):
+            return caller
         item = GenerateItem(prompt=body.prompt, max_new_tokens=body.max_new_tokens,
                             temperature=body.temperature, top_p=body.top_p, seed=body.seed)
         try:
@@ -289,14 +324,29 @@ class Ingress:
         status_code=202,
         response_model=FeedbackAccepted,
         summary="Rate a served request",
-        responses={503: {"description": "Kafka did not acknowledge the feedback; nothing was accepted, retry."}},
+        responses={503: {"description": "Kafka did not acknowledge the feedback; nothing was accepted, retry."},
+                   429: {"description": "More feedback from this key than auth.feedback_rate_per_s; retry after Retry-After."}},
+        dependencies=AUTH_DOC,
     )
-    async def feedback(self, body: FeedbackEvent) -> Any:
+    async def feedback(self, body: FeedbackEvent, request: Request) -> Any:
+        caller = await self.access.admit(request, "feedback")
+        if not isinstance(caller, Caller):
+            return caller
         return await accept_feedback(self.kafka, self.config.topics.feedback, body)
 
-    @app.get("/v1/models", response_model=ModelsResponse, summary="Versions, aliases and what is served")
-    async def models(self) -> ModelsResponse:
-        versions = await asyncio.to_thread(self.registry.list_versions)
+    @app.get("/v1/models", response_model=ModelsResponse, summary="Versions, aliases and what is served",
+             dependencies=AUTH_DOC)
+    async def models(self, request: Request) -> Any:
+        caller = await self.access.admit(request, None)
+        if not isinstance(caller, Caller):
+            return caller
+        try:
+            versions = await asyncio.to_thread(self.registry.list_versions)
+        except Exception as e:  # noqa: BLE001 - MLflow down: serving goes on, this listing cannot
+            logger.warning("model registry not answering: %s", e)
+            return JSONResponse(status_code=503, headers={"Retry-After": "5"}, content={"detail": [
+                {"type": "registry_unavailable", "loc": [], "field": "", "msg": f"the model registry at "
+                 f"{self.config.mlflow.tracking_uri} does not answer ({type(e).__name__}); serving goes on, retry later"}]})
         replicas = [ReplicaState(**{k: s[k] for k in ReplicaState.model_fields}) for s in await self.board.snapshot.remote()]
         aliases = {alias: v.version for v in versions for alias in v.aliases}
         return ModelsResponse(
@@ -311,24 +361,31 @@ class Ingress:
             replicas=replicas,
         )
 
-    @app.get("/v1/rollout", summary="The rollout: traffic split, champion history, what it waits for")
-    async def rollout(self) -> Any:
+    @app.get("/v1/rollout", summary="The rollout: traffic split, champion history, what it waits for",
+             dependencies=AUTH_DOC)
+    async def rollout(self, request: Request) -> Any:
+        caller = await self.access.admit(request, None)
+        if not isinstance(caller, Caller):
+            return caller
         if self.controller is None:
             return {"enabled": False, "reason": "serve.serve_new_versions = true: each new version serves at once"}
         return {"enabled": True, **await self.controller.status.remote()}
 
-    @app.post("/v1/admin/promote", response_model=RolloutDecisions, summary="Make a version the champion")
-    async def admin_promote(self, body: PromoteRequest) -> Any:
-        return await self._admin(self.controller and self.controller.promote.remote(body.version))
+    @app.post("/v1/admin/promote", response_model=RolloutDecisions, summary="Make a version the champion",
+              dependencies=AUTH_DOC)
+    async def admin_promote(self, body: PromoteRequest, request: Request) -> Any:
+        return await self._admin(request, "promote", body, lambda: self.controller.promote.remote(body.version))
 
     @app.post("/v1/admin/rollback", response_model=RolloutDecisions,
-              summary="Roll the challenger back, or make any earlier version the champion")
-    async def admin_rollback(self, body: RollbackRequest) -> Any:
-        return await self._admin(self.controller and self.controller.rollback.remote(body.to_version))
+              summary="Roll the challenger back, or make any earlier version the champion", dependencies=AUTH_DOC)
+    async def admin_rollback(self, body: RollbackRequest, request: Request) -> Any:
+        return await self._admin(request, "rollback", body, lambda: self.controller.rollback.remote(body.to_version))
 
-    @app.post("/v1/admin/traffic", response_model=RolloutDecisions, summary="Set a challenger's share of traffic")
-    async def admin_traffic(self, body: TrafficRequest) -> Any:
-        return await self._admin(self.controller and self.controller.set_traffic.remote(body.version, body.weight))
+    @app.post("/v1/admin/traffic", response_model=RolloutDecisions, summary="Set a challenger's share of traffic",
+              dependencies=AUTH_DOC)
+    async def admin_traffic(self, body: TrafficRequest, request: Request) -> Any:
+        return await self._admin(request, "traffic", body,
+                                 lambda: self.controller.set_traffic.remote(body.version, body.weight))
 
     @app.get("/healthz", response_model=HealthResponse, summary="Liveness")
     async def healthz(self) -> HealthResponse:

@@ -9,6 +9,12 @@ Each request may pin a version; the rest get the *current* version. Requests are
 with plain dicts, one per request, either ``{"model_version": ..., <output>}`` or
 ``{"error": {"field", "message", "status"}}``, so one bad request never fails its batch.
 
+A version whose artifact fails its checksum is *refused*: remembered for
+``REFUSED_RECHECK_S`` so that neither announcements nor pinned requests download it again
+(they get the same 503 at once), logged once with the reason, and listed by
+:meth:`ModelServer.refused_versions`. At start, a refused newest version makes the server
+fall back to the newest older version that loads, not to the bare base.
+
 Thread-safe: the Ray deployment runs batches in a worker thread while its event-tail thread
 prefetches versions. Downloads happen outside the lock; only installing an adapter into a
 slot and the forward passes hold it.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -43,6 +50,12 @@ __all__ = ["ModelServer", "VersionError", "VersionSource"]
 
 # A child of Ray Serve's logger, so that inside a replica these lines reach the replica log.
 logger = logging.getLogger("ray.serve").getChild("cl")
+
+REFUSED_RECHECK_S = 60.0
+"""How long a version refused for a bad checksum is refused without downloading it again
+(an operator may restore the artifact; a replica restart forgets refusals too)."""
+START_FALLBACKS = 3
+"""At start, how many versions older than a newest one that cannot load are tried before base."""
 
 
 class VersionSource(Protocol):
@@ -100,6 +113,7 @@ class ModelServer:
         )
         self._lock = threading.Lock()  # guards the cache, the adapter slots and the forward passes
         self._current = BASE_VERSION
+        self._refused: dict[str, tuple[float, str]] = {}  # version -> (monotonic time, why)
         self.on_change: Callable[[], None] | None = None  # called when current/loaded versions change
 
     # -- versions ------------------------------------------------------------------------
@@ -118,15 +132,24 @@ class ModelServer:
         with self._lock:
             return self.cache.versions()
 
+    def refused_versions(self) -> dict[str, str]:
+        """Versions refused for a bad checksum in the last ``REFUSED_RECHECK_S``, with the reason."""
+        now = time.monotonic()
+        return {v: why for v, (at, why) in list(self._refused.items()) if now - at < REFUSED_RECHECK_S}
+
     def fetch(self, version: str) -> dict[str, torch.Tensor]:
         """Download ``version``'s adapter after checking it was trained on this service's base.
 
         Raises:
-            VersionError: Unknown version (422), trained on another base (422), or the
-                registry failed or refused it (503).
+            VersionError: Unknown version (422), trained on another base (422), the registry
+                failed (503), or the artifact failed its checksum (503, without a download
+                while the version is refused).
         """
         from cl.registry import AdapterIntegrityError  # mlflow is heavy; only replicas need it
 
+        why = self.refused_versions().get(version)
+        if why is not None:
+            raise VersionError(version, why, 503)
         try:
             info = self.registry.get_version(version)
             base = (getattr(info, "tags", None) or {}).get("base_version")
@@ -145,7 +168,11 @@ class ModelServer:
                 version, f"version {version!r} is not registered; GET /v1/models lists the versions", 422
             ) from None
         except AdapterIntegrityError as e:
-            raise VersionError(version, str(e), 503) from e
+            why = f"version {version} is refused: {e}; pin another version or none"
+            self._refused[version] = (time.monotonic(), why)
+            logger.warning("%s (not downloaded again for %gs)", why, REFUSED_RECHECK_S)
+            self._changed()
+            raise VersionError(version, why, 503) from e
         except Exception as e:  # noqa: BLE001 - registry down, network, bad artifact: all "not now"
             raise VersionError(version, f"version {version} could not be loaded from the registry: {e}", 503) from e
 
@@ -184,12 +211,25 @@ class ModelServer:
         return version or self.registry.alias_version("champion") or BASE_VERSION
 
     def start(self) -> str:
-        """Set the current version to :meth:`initial_version`, or base if it cannot load; returns it."""
+        """Set the current version to :meth:`initial_version`; if it cannot load, to the newest
+        of the ``START_FALLBACKS`` versions before it that loads (``serve.serve_new_versions``),
+        else base. Returns the version served."""
         try:
-            self.set_current(self.initial_version())
-        except Exception as e:  # noqa: BLE001 - the base always works; say why we fell back
-            logger.warning("serving base: the initial version could not be loaded: %s", e)
-            self.set_current(BASE_VERSION)
+            first = self.initial_version()
+        except Exception as e:  # noqa: BLE001 - registry down: the base always works
+            logger.warning("serving base: the registry could not name a version: %s", e)
+            first = BASE_VERSION
+        older = []
+        if self.config.serve.serve_new_versions and first.isdigit():
+            older = [str(v) for v in range(int(first) - 1, max(0, int(first) - 1 - START_FALLBACKS), -1)]
+        for version in [first, *older]:
+            try:
+                self.set_current(version)
+                return self._current
+            except Exception as e:  # noqa: BLE001 - try the next one; the base always works
+                logger.warning("cannot serve version %s at start: %s", version, e)
+        self.set_current(BASE_VERSION)
+        logger.warning("serving base: no version of %s could be loaded", ", ".join([first, *older]))
         return self._current
 
     def refresh(self) -> str:

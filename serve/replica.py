@@ -7,7 +7,7 @@ What the deployment adds to the server:
   :meth:`ModelReplica.generate`, plus unbatched twins so a benchmark can compare;
 * a background thread that follows ``cl.events`` and, on ``version_published``, prefetches
   the version (and serves it, with ``serve.serve_new_versions``);
-* reports of its current and loaded versions to the application's status board, which
+* reports of its current, loaded and refused versions to the application's status board, which
   ``GET /v1/models`` reads.
 
 Requests and answers are plain dicts (see :meth:`ModelServer.predict`).
@@ -100,11 +100,13 @@ class ModelReplica:
         return self.server.loaded_versions()
 
     def state(self) -> dict[str, Any]:
-        """This replica's id, current version and loaded versions."""
+        """This replica's id, current version, loaded versions and versions refused for a bad
+        checksum (version -> reason)."""
         return {
             "replica_id": self.replica_id,
             "current_version": self.server.current_version(),
             "loaded_versions": self.server.loaded_versions(),
+            "refused_versions": self.server.refused_versions(),
         }
 
     def _report(self) -> None:

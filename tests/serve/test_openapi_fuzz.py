@@ -2,8 +2,8 @@
 
 Schemathesis generates requests from the schema FastAPI publishes (valid ones, and ones that
 break it: wrong types, missing fields, huge numbers), sends them to the app deployed on the
-stack's Ray cluster with rollouts on (so the admin endpoints reach the controller), and fails
-on any server error or an answer that does not match the documented responses' status codes.
+stack's Ray cluster with auth and rollouts on (every case carries an admin key, so the
+admin endpoints reach the controller), and fails on any server error.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from cl.security import KeyStore
 from serve.ingress import app
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ schema.config.generation.update(modes=list(schemathesis.GenerationMode))  # vali
 
 
 @pytest.fixture(scope="module")
-def fuzz_url(stack):
+def fuzz_url(stack, tmp_path_factory):
     from cl.config import Config
     from infra.kafka_broker import KafkaBroker
     from serve import deploy, shutdown
@@ -37,21 +38,24 @@ def fuzz_url(stack):
     values["mlflow"]["model_name"] = f"fuzz{tag}-adapter"
     values["kafka"]["topic_prefix"] = f"fuzz{tag}"
     values["serve"].update(serve_new_versions=False, replica_num_cpus=0.5)
+    values["auth"].update(enabled=True, keys_file=str(tmp_path_factory.mktemp("fuzz") / "keys.json"))
     config = Config.from_dict(values)
+    key, _ = KeyStore(config.keys_path).create("fuzzer", {"admin": None})
     KafkaBroker(config).create_topics()
     url = deploy(config)
     deadline = time.monotonic() + 60
     while httpx.get(f"{url}/healthz", timeout=10).status_code != 200:
         assert time.monotonic() < deadline, "the app did not answer /healthz"
         time.sleep(0.5)
-    yield url
+    yield url, {"Authorization": f"Bearer {key}"}
     shutdown(config)
 
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_no_input_gets_a_server_error(case, fuzz_url):
-    response = case.call(base_url=fuzz_url, timeout=60)
+    url, headers = fuzz_url
+    response = case.call(base_url=url, headers=headers, timeout=60)
     case.validate_response(response, checks=[not_a_server_error])
     assert response.status_code != 404, "the request missed the app: no documented path answers 404"
     if response.status_code >= 400:
