@@ -7,7 +7,7 @@ its own process. Every ``--sample-every`` seconds the resident memory (RSS, with
 every process involved is read: the Ingress and ModelReplica actors, Serve's proxy and
 controller, the learner, the Kafka broker's JVM and the MLflow server.
 
-After ``--warmup`` seconds the steady phase is judged: predict and feedback latency
+Once the learner is up, and ``--warmup`` seconds more, the steady phase is judged: predict and feedback latency
 percentiles, requests sent and failed (before and after retry), each process's RSS at its
 start and end, and the least-squares RSS slope over its second half (a leak shows as a slope;
 start-up growth and caches filling up fall in the warm-up and first half). Once the load
@@ -355,8 +355,9 @@ def _learner_main(values: dict[str, Any], limits: dict[str, Any], conn: Any) -> 
 
     torch.set_num_threads(1)
     try:
-        metrics = FeedbackLoop(Config.from_dict(values), limits=LoopLimits(**limits), say=lambda line: None).run()
-        conn.send({"metrics": metrics})
+        loop = FeedbackLoop(Config.from_dict(values), limits=LoopLimits(**limits), say=lambda line: None)
+        conn.send({"ready": True})
+        conn.send({"metrics": loop.run()})
     except BaseException as e:  # noqa: BLE001 - the parent reports it
         conn.send({"error": f"{type(e).__name__}: {e}"})
         raise
@@ -383,20 +384,33 @@ class LearnerProcess:
     def pid(self) -> int:
         return int(self.process.pid)  # type: ignore[arg-type]
 
+    def wait_ready(self, timeout_s: float) -> None:
+        """Wait until the learner has started (imports, resume, Kafka and MLflow connected): its
+        start-up must not fall in the measured phase.
+
+        Raises:
+            RuntimeError: It failed, or was not ready within ``timeout_s``.
+        """
+        self._receive("ready", timeout_s, f"the learner was not ready within {timeout_s:g} s")
+
     def result(self, timeout_s: float) -> dict[str, float]:
         """Wait for the learner to stop by itself; its final metrics.
 
         Raises:
             RuntimeError: It failed, or did not stop within ``timeout_s``.
         """
+        metrics = self._receive("metrics", timeout_s, f"the learner did not stop within {timeout_s:g} s of the load's end")
+        self.process.join(30)
+        return metrics
+
+    def _receive(self, key: str, timeout_s: float, late: str) -> Any:
         if not self._conn.poll(timeout_s):
             self.process.kill()
-            raise RuntimeError(f"the learner did not stop within {timeout_s:g} s of the load's end")
+            raise RuntimeError(late)
         answer = self._conn.recv()
-        self.process.join(30)
         if "error" in answer:
             raise RuntimeError(f"the learner failed: {answer['error']}")
-        return answer["metrics"]
+        return answer[key]
 
 
 # -- the soak -----------------------------------------------------------------------------------
@@ -458,15 +472,17 @@ def run_soak(base: Config, *, seconds: float, warmup_s: float, rate: float, thre
     config = fresh_config(base, snapshot_every_s=snapshot_every_s, snapshot_every_events=10_000)
     url = deploy(config)
     learner = None
+    load = SteadyLoad(url, config, rate=rate, threads=threads)
     try:
-        learner = LearnerProcess(config, idle_exit_s=8.0)
+        # Load first: a learner idle for idle_exit_s before the first record would stop. Its
+        # start-up (imports, MLflow run, Kafka) then falls in the warm-up, not the steady phase.
+        load.start()
+        learner = LearnerProcess(config, idle_exit_s=15.0)
+        learner.wait_ready(timeout_s=300.0)
         processes = {**serving_processes(config), "learner": learner.pid, **service_processes(config)}
         sampler = RssSampler(processes, every_s=sample_every_s)
-        load = SteadyLoad(url, config, rate=rate, threads=threads)
         sampler.start()
-        started = time.monotonic()
-        load.start()
-        steady_from = started + warmup_s
+        steady_from = time.monotonic() + warmup_s
         time.sleep(warmup_s + seconds)
         steady_until = time.monotonic()
         calls = load.stop()
@@ -475,10 +491,11 @@ def run_soak(base: Config, *, seconds: float, warmup_s: float, rate: float, thre
         accepted = whole["feedback"]["ok"]
         metrics = learner.result(timeout_s=120.0)
     finally:
+        load.stop()
         if learner is not None and learner.process.is_alive():
             learner.process.kill()
         shutdown(config)
-    notes = [f"{name} exited during the run" for name in sampler.gone if name != "learner"]
+    notes = [f"{name} exited during the steady phase" for name, at in sampler.gone.items() if at <= steady_until]
     return SoakReport(
         seconds=steady_until - steady_from,
         warmup_s=warmup_s,
@@ -499,7 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=180.0, help="length of the judged steady phase")
     parser.add_argument("--warmup", type=float, default=20.0, help="load before the steady phase")
     parser.add_argument("--rate", type=float, default=20.0, help="predicts/s (each gets its feedback)")
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=8, help="client threads (each sends a predict, then its feedback)")
     args = parser.parse_args(argv)
     print(f"== soak: {args.rate:g} predicts/s + {args.rate:g} feedbacks/s for {args.warmup:g} + {args.seconds:g} s")
     report = run_soak(load_config(), seconds=args.seconds, warmup_s=args.warmup, rate=args.rate, threads=args.threads)

@@ -285,7 +285,9 @@ class FeedbackGuard:
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Restore :meth:`state_dict`; None (a snapshot from before the guard) means a fresh guard."""
         state = state or {}
-        self._users = OrderedDict((u, _User(int(n), int(k), float(p), int(w), int(c))) for u, n, k, p, w, c in state.get("users", []))
+        self._users = OrderedDict(
+            (u, _User(int(n), int(k), float(p), int(w), int(c))) for u, n, k, p, w, c in state.get("users", [])
+        )
         self._quarantined = OrderedDict((q["user_id"], dict(q)) for q in state.get("quarantined", []))
         self._reference.clear()
         self._ref_n = self._ref_k = 0

@@ -135,7 +135,8 @@ class ModelServer:
     def refused_versions(self) -> dict[str, str]:
         """Versions refused for a bad checksum in the last ``REFUSED_RECHECK_S``, with the reason."""
         now = time.monotonic()
-        return {v: why for v, (at, why) in list(self._refused.items()) if now - at < REFUSED_RECHECK_S}
+        self._refused = {v: (at, why) for v, (at, why) in list(self._refused.items()) if now - at < REFUSED_RECHECK_S}
+        return {v: why for v, (_, why) in self._refused.items()}
 
     def fetch(self, version: str) -> dict[str, torch.Tensor]:
         """Download ``version``'s adapter after checking it was trained on this service's base.

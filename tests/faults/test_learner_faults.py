@@ -155,17 +155,19 @@ def test_a_kafka_restart_under_load_loses_no_accepted_feedback_and_learns_none_t
     client = Background(feedback.run)
     try:
         wait_for(lambda: len(feedback.accepted) >= 40, "40 accepted ratings before the restart", 120)
+        stopped = time.monotonic()
         broker.stop()
         before_outage = len(feedback.accepted)
         time.sleep(3)  # the client keeps posting into the outage
     finally:
         broker.start()
         broker.wait_ready()
+    outage_s = time.monotonic() - stopped
     try:
         wait_for(lambda: len(feedback.accepted) >= before_outage + 40, "40 accepted ratings after the restart", 180)
     finally:
         client.join(timeout_s=60)
-    print(f"kafka restart: {len(feedback.accepted)} ratings accepted ({before_outage} before the stop), "
+    print(f"kafka restart: down {outage_s:.0f} s; {len(feedback.accepted)} ratings accepted ({before_outage} before the stop), "
           f"{feedback.retried_503} answers were 503 and retried")  # fmt: skip
     assert not feedback.predict_failures, feedback.predict_failures[:3]
 
@@ -177,7 +179,8 @@ def test_a_kafka_restart_under_load_loses_no_accepted_feedback_and_learns_none_t
     letters.close()
     assert not unused, f"accepted feedback was dead-lettered (its request log was lost?): {unused[:3]}"
     assert joined == set(feedback.accepted), (
-        f"{len(set(feedback.accepted) - joined)} accepted ratings never learned, {len(joined - set(feedback.accepted))} learned unasked"
+        f"{len(set(feedback.accepted) - joined)} accepted ratings never learned, "
+        f"{len(joined - set(feedback.accepted))} learned that were never accepted"
     )
     assert metrics["events_seen"] == len(feedback.accepted), "an accepted rating was learned twice or not at all"
     assert metrics["duplicates"] <= feedback.retried_503, "duplicates beyond the client's own retries"

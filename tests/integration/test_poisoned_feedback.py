@@ -65,7 +65,8 @@ def test_an_attacker_is_capped_then_quarantined_and_honest_users_are_all_learned
                                model_version="base", arm="champion", user_id=user)  # fmt: skip
         # One key: the learner reads the events in the order they were produced.
         producer.send(config.topics.requests, request, key="poison")
-        producer.send(config.topics.feedback, FeedbackEvent(request_id=request.request_id, label=label, user_id=user), key="poison")
+        feedback = FeedbackEvent(request_id=request.request_id, label=label, user_id=user)
+        producer.send(config.topics.feedback, feedback, key="poison")
         sent[user] = sent.get(user, 0) + 1
 
     for i in range(100):  # ten honest users build the reference
