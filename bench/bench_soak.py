@@ -465,11 +465,12 @@ def run_soak(base: Config, *, seconds: float, warmup_s: float, rate: float, thre
         threads: Client threads.
         sample_every_s: RSS sampling period.
         snapshot_every_s: The learner's timed snapshot period (a version published and
-            loaded by the replica each time).
+            loaded by the replica each time; the learner's first snapshot comes after
+            ``learner.snapshot_every_events``).
     """
     from serve.app import deploy, shutdown
 
-    config = fresh_config(base, snapshot_every_s=snapshot_every_s, snapshot_every_events=10_000)
+    config = fresh_config(base, snapshot_every_s=snapshot_every_s)
     url = deploy(config)
     learner = None
     load = SteadyLoad(url, config, rate=rate, threads=threads)

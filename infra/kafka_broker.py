@@ -109,7 +109,7 @@ class KafkaBroker(LocalService):
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = self._java(_STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(self.properties_file), "--ignore-formatted")
+        cmd = self._java(_STORAGE_TOOL, "format", f"--cluster-id={cluster_id}", "-c", str(self.properties_file), "--ignore-formatted")
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise StackError(

@@ -53,6 +53,10 @@ def stack(stack_environ):
         up(config, say=lambda line: print(f"[stack] {line}", file=sys.stderr))
         yield config
     finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()  # a driver left connected to a stopped cluster kills its process after 60 s
         down(config, say=lambda line: print(f"[stack] {line}", file=sys.stderr))
 
 
