@@ -12,8 +12,9 @@ A key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Refusals
 in the API's error shape: 401 (no or bad key, with ``WWW-Authenticate``), 403 (the key lacks
 the role, or its grant expired), 429 (too much feedback, with ``Retry-After``). Each refusal
 and each admin action is appended to the audit trail and announced on ``cl.events``; a flood
-of refusals from one caller is recorded once per ``REFUSAL_RECORD_EVERY_S`` with a count, so
-it cannot fill the disk.
+of the same refusal (reason, caller and path) is recorded once per ``REFUSAL_RECORD_EVERY_S``
+with a count, so it cannot fill the disk; a refusal on another path is recorded at once, so a
+rate-limited client probing ``/v1/admin/*`` still shows up.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class Access:
         self.rate_per_s = config.auth.feedback_rate_per_s
         self.announce = announce
         self.refused = 0
-        self._last_recorded: dict[tuple[str, str], tuple[float, int]] = {}  # (reason, actor) -> (at, unrecorded since)
+        self._last_recorded: dict[tuple[str, str, str], tuple[float, int]] = {}  # (reason, actor, path) -> (at, unrecorded since)
 
     async def admit(self, request: Request, role: str | None) -> Caller | JSONResponse:
         """The caller if it may act as ``role`` (None: any valid key), else the refusal to return."""
@@ -131,13 +132,14 @@ class Access:
     async def _refused(self, request: Request, status: int, reason: str, message: str, actor: str) -> None:
         self.refused += 1
         now = time.monotonic()
-        at, unrecorded = self._last_recorded.get((reason, actor), (-math.inf, 0))
+        seen = (reason, actor, request.url.path)
+        at, unrecorded = self._last_recorded.get(seen, (-math.inf, 0))
         if now - at < REFUSAL_RECORD_EVERY_S:
-            self._last_recorded[(reason, actor)] = (at, unrecorded + 1)
+            self._last_recorded[seen] = (at, unrecorded + 1)
             return
         if len(self._last_recorded) > 10_000:
             self._last_recorded.clear()
-        self._last_recorded[(reason, actor)] = (now, 0)
+        self._last_recorded[seen] = (now, 0)
         details = {"method": request.method, "path": request.url.path, "status": status, "message": message,
                    "also_refused_since_last_record": unrecorded}  # fmt: skip
         await self.record("auth_failed" if status in (401, 403) else "rate_limited", actor, f"{status} {reason}", details)
