@@ -478,7 +478,7 @@ def run_soak(base: Config, *, seconds: float, warmup_s: float, rate: float, thre
         # Load first: a learner idle for idle_exit_s before the first record would stop. Its
         # start-up (imports, MLflow run, Kafka) then falls in the warm-up, not the steady phase.
         load.start()
-        learner = LearnerProcess(config, idle_exit_s=15.0)
+        learner = LearnerProcess(config, idle_exit_s=8.0)
         learner.wait_ready(timeout_s=300.0)
         processes = {**serving_processes(config), "learner": learner.pid, **service_processes(config)}
         sampler = RssSampler(processes, every_s=sample_every_s)
