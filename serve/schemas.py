@@ -19,12 +19,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "CompletionChoice",
+    "CompletionRequest",
+    "CompletionResponse",
+    "CompletionUsage",
     "FeedbackAccepted",
     "GenerateRequest",
     "GenerateResponse",
@@ -170,3 +174,70 @@ class RolloutDecisions(BaseModel):
     """What a rollout action did: the policy's decisions, newest last."""
 
     decisions: list[dict[str, Any]]
+
+
+# ---- OpenAI-style completions ---------------------------------------------------------
+
+
+class CompletionRequest(BaseModel):
+    """``POST /v1/completions`` as OpenAI's legacy completions API takes it, for the lm head.
+
+    Fields an OpenAI client sends that this model has no use for (``presence_penalty``,
+    ``frequency_penalty``, ``logit_bias``, ``best_of``, ``suffix``) are accepted and ignored
+    when they are at their neutral value; ``stream``, ``echo`` and ``logprobs`` are refused
+    with the fix, since their answers would not be what the client asked for.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, max_length=128, description=(
+        "The service's model name (or 'cl', 'default'): served as routed; 'base' or a version number "
+        "pins that version."))  # fmt: skip
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=8)] = Field(
+        description="Text to continue, or up to 8 texts (one choice each)."
+    )
+    max_tokens: int = Field(16, ge=1, description="New tokens (bytes) per choice; capped by serve.max_new_tokens.")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False, description="0 = greedy; OpenAI's range 0 to 2.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    n: int = Field(1, ge=1, le=4, description="Choices per prompt (each sampled with its own seed).")
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 sequences; the text is cut before the first one found."
+    )
+    seed: int | None = Field(None, description="With sampling, the same seed gives the same choices.")
+    user: str | None = Field(None, max_length=256, description="Who asks; rollout arms are sticky per user.")
+    stream: bool = Field(False, description="Not supported: must be false.")
+    echo: bool = Field(False, description="Not supported: must be false.")
+    logprobs: int | None = Field(None, description="Not supported: must be null.")
+
+
+class CompletionChoice(BaseModel):
+    """One generated continuation."""
+
+    text: str
+    index: int
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] = Field(
+        description="'length' when max_tokens were generated, 'stop' at a stop sequence or the end token."
+    )
+    request_id: str = Field(description="Refer to it in feedback on this choice.")
+
+
+class CompletionUsage(BaseModel):
+    """Byte-level token counts."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionResponse(BaseModel):
+    """OpenAI's ``text_completion`` object, plus the version and arm that answered."""
+
+    id: str = Field(description="The first choice's request_id: post feedback on it.")
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(description="Unix seconds.")
+    model: str = Field(description="'<model name>:<version>' that answered ('base' for the base alone).")
+    choices: list[CompletionChoice]
+    usage: CompletionUsage
+    model_version: str
+    arm: str
