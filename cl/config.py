@@ -131,6 +131,7 @@ class RayConfig:
     host: str = "127.0.0.1"
     port: int = 6379
     dashboard_port: int = 8265
+    metrics_port: int = 8080  # Prometheus scrapes Ray's metrics agent (ours included) here
     num_cpus: int = 4  # logical CPUs: serving, learner and jobs share the machine's cores
     object_store_mb: int = 512
 
@@ -157,8 +158,14 @@ class RayConfig:
             return self.address.rstrip("/")
         return f"http://{self._external_host()}:{self.dashboard_port}"
 
+    @property
+    def metrics_url(self) -> str:
+        """Where the head node's Ray metrics agent serves Prometheus text (ours included)."""
+        return f"http://{self._external_host()}:{self.metrics_port}/metrics"
+
     def problems(self) -> list[str]:
-        out = [_port_problem("ray.port", self.port), _port_problem("ray.dashboard_port", self.dashboard_port)]
+        out = [_port_problem("ray.port", self.port), _port_problem("ray.dashboard_port", self.dashboard_port),
+               _port_problem("ray.metrics_port", self.metrics_port)]
         if self.num_cpus < 1:
             out.append(f"ray.num_cpus: {self.num_cpus} is too few; use 1 or more")
         return [p for p in out if p]

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import uuid
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from infra.component import ComponentStatus, LocalService
 _SIDE_PORTS = (
     "dashboard-agent-listen-port",
     "dashboard-agent-grpc-port",
-    "metrics-export-port",
     "runtime-env-agent-port",
     "ray-client-server-port",
     "node-manager-port",
@@ -35,6 +35,8 @@ def _version(dashboard_url: str) -> str | None:
     try:
         with urllib.request.urlopen(f"{dashboard_url}/api/version", timeout=2.0) as response:
             return json.loads(response.read().decode()).get("ray_version", "?")
+    except urllib.error.HTTPError as e:
+        return "? (token auth)" if e.code in (401, 403) else None  # it answers; Ray's own clients send the token
     except (OSError, ValueError):
         return None
 
@@ -54,6 +56,7 @@ class RayHead(LocalService):
             return
         require_free_port(self.ray.host, self.ray.port, "Ray", "CL_RAY_PORT")
         require_free_port(self.ray.host, self.ray.dashboard_port, "Ray dashboard", "CL_RAY_DASHBOARD_PORT")
+        require_free_port(self.ray.host, self.ray.metrics_port, "Ray metrics export", "CL_RAY_METRICS_PORT")
         self.dir.mkdir(parents=True, exist_ok=True)
         ray_bin = Path(sys.executable).with_name("ray")
         argv = [
@@ -63,6 +66,7 @@ class RayHead(LocalService):
             "--include-dashboard=true",
             f"--dashboard-host={self.ray.host}",
             f"--dashboard-port={self.ray.dashboard_port}",
+            f"--metrics-export-port={self.ray.metrics_port}",
             f"--num-cpus={self.ray.num_cpus}",
             f"--object-store-memory={self.ray.object_store_mb * 1024 * 1024}",
             # Ray's side ports default to fixed numbers (52365, 10001, ...): two clusters on one
@@ -75,6 +79,10 @@ class RayHead(LocalService):
         # so entrypoints and actors import our packages and their dependencies.
         root = str(Path(__file__).resolve().parents[1])
         env = {
+            # Ray turns token auth on for any cluster started while ~/.ray/auth_token exists (a
+            # plain ray.init() once writes it), which would make this loopback stack depend on
+            # the home directory. It stays off unless RAY_AUTH_MODE says otherwise.
+            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
             "RAY_USAGE_STATS_ENABLED": "0",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),

@@ -45,6 +45,7 @@ from cl.failpoints import failpoint
 from cl.feedback_guard import FeedbackGuard
 from cl.online_learner import OnlineLearner, StepReport
 from cl.registry import AdapterRegistry
+from learners.metrics import LearnerMetrics
 from learners.rank_state import merge_metrics, merge_positions, rank_parts, share_for_rank
 from streams import DeadLetters, EventProducer, FeedbackJoiner, JoinResult, OffsetReader, Record, position_key
 
@@ -117,6 +118,7 @@ class FeedbackLoop:
         self.registry = AdapterRegistry(config.mlflow.tracking_uri, config.mlflow.model_name)
         self.producer = EventProducer(config.kafka.bootstrap_servers, client_id=f"{config.app}-learner-{rank}")
         self.dead_letters = DeadLetters(self.producer, self.topics.dlq)
+        self.metrics = LearnerMetrics(config.app, rank)
         self.model = build_base_model(config.model, n_adapter_slots=1)
         self.learner = OnlineLearner(self.model, config.learner, slot=0, seed=config.model.seed + rank,
                                      branch_source=self._champion_adapter, group=self.group)
@@ -290,6 +292,7 @@ class FeedbackLoop:
     def _learn(self, batch: list[Example]) -> StepReport:
         report = self.learner.learn(batch)
         self.events_applied += report.n_events_all_ranks
+        self.metrics.step(report.n_events, report.loss, report.drift)
         for event_id, reason in report.rejected:
             feedback = self._in_batch[event_id]
             self.dead_letters.rejected(feedback, "not_trainable", feedback.signal, reason, self.topics.feedback)
@@ -359,19 +362,23 @@ class FeedbackLoop:
                         self.say(f"learner: {e}; {since_snapshot} events stay unpublished and their offsets "
                                  f"uncommitted; learning goes on, try {failures + 1} in {delay:g} s")  # fmt: skip
                 else:
+                    self.metrics.version_published()
                     if self.rank == 0:
                         after = f" after {failures} failed tries" if failures else ""
                         self.say(f"learner: published version {version} ({reason}, {self.events_applied} events){after}")
                     since_snapshot, last_snapshot, retry_at, failures = 0, clock, 0.0, 0
-            if self.rank == 0 and now - last_progress >= 5.0:
+            if now - last_progress >= 5.0:
                 m = self.learner.metrics()
-                self.say(
-                    f"learner: {self.events_applied} events | prequential acc {m.get('prequential_accuracy', float('nan')):.3f}"
-                    f" | positive {m.get('positive_rate', float('nan')):.3f} | loss {m.get('loss_ema', float('nan')):.3f}"
-                    f" | lag {self.reader.lag()} | dead letters {sum(self.dead_letters.counts.values())}"
-                    f" | capped {self.guard.counts['capped']} | quarantined {self.guard.counts['quarantined']}"
-                    f" ({self.guard.n_quarantined} users)" + (f" | {failures} snapshot tries failed" if failures else "")
-                )
+                lag = self.reader.lag_by_topic()
+                self.metrics.progress(m, self.dead_letters.counts, lag)
+                if self.rank == 0:
+                    self.say(
+                        f"learner: {self.events_applied} events | prequential acc {m.get('prequential_accuracy', float('nan')):.3f}"
+                        f" | positive {m.get('positive_rate', float('nan')):.3f} | loss {m.get('loss_ema', float('nan')):.3f}"
+                        f" | lag {sum(lag.values())} | dead letters {sum(self.dead_letters.counts.values())}"
+                        f" | capped {self.guard.counts['capped']} | quarantined {self.guard.counts['quarantined']}"
+                        f" ({self.guard.n_quarantined} users)" + (f" | {failures} snapshot tries failed" if failures else "")
+                    )
                 last_progress = now
             if stopping and not since_snapshot:  # with unpublished events, keep trying to publish them
                 break

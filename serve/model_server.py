@@ -108,13 +108,13 @@ class ModelServer:
         self.registry = registry
         self.limits = Limits.from_serve(config.serve)
         self.model = build_base_model(config.model, n_adapter_slots=config.serve.adapter_cache_size)
-        self.cache = AdapterCache(
-            config.serve.adapter_cache_size, install=self.model.load_adapter_state, on_evict=self._evicted
-        )
+        self.cache = AdapterCache(config.serve.adapter_cache_size, install=self._install, on_evict=self._evicted)
         self._lock = threading.Lock()  # guards the cache, the adapter slots and the forward passes
         self._current = BASE_VERSION
         self._refused: dict[str, tuple[float, str]] = {}  # version -> (monotonic time, why)
         self.on_change: Callable[[], None] | None = None  # called when current/loaded versions change
+        self.on_adapter_load: Callable[[], None] | None = None  # for the replica's metrics
+        self.on_adapter_evict: Callable[[], None] | None = None
 
     # -- versions ------------------------------------------------------------------------
 
@@ -369,8 +369,20 @@ class ModelServer:
 
     # -- bookkeeping ----------------------------------------------------------------------
 
+    def take_expert_load(self) -> dict[str, dict[str, Any]]:
+        """Per-layer expert load since the last call (``MoETransformer.expert_load_stats``), then reset."""
+        with self._lock:
+            stats = self.model.expert_load_stats()
+            self.model.reset_expert_load_stats()
+        return stats
+
+    def _install(self, slot: int, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_adapter_state(slot, state)
+        _call(self.on_adapter_load)
+
     def _evicted(self, version: str, slot: int) -> None:
         logger.info("adapter version %s evicted from slot %d", version, slot)
+        _call(self.on_adapter_evict)
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -378,6 +390,15 @@ class ModelServer:
                 self.on_change()
             except Exception:  # noqa: BLE001 - reporting must never break serving
                 logger.exception("state report failed")
+
+
+def _call(hook: Callable[[], None] | None) -> None:
+    """Run a metrics hook; a failing one never breaks serving."""
+    if hook is not None:
+        try:
+            hook()
+        except Exception:  # noqa: BLE001
+            logger.exception("metrics hook failed")
 
 
 def _error(field: str, message: str, status: int) -> dict[str, Any]:

@@ -8,7 +8,8 @@ What the deployment adds to the server:
 * a background thread that follows ``cl.events`` and, on ``version_published``, prefetches
   the version (and serves it, with ``serve.serve_new_versions``);
 * reports of its current, loaded and refused versions to the application's status board, which
-  ``GET /v1/models`` reads.
+  ``GET /v1/models`` reads;
+* metrics (:mod:`serve._private.metrics`): batch sizes, adapter loads and evictions, expert load.
 
 Requests and answers are plain dicts (see :meth:`ModelServer.predict`).
 """
@@ -25,6 +26,7 @@ import torch
 from ray import serve
 
 from cl.config import Config
+from serve._private.metrics import ReplicaMetrics
 from serve._private.status_board import HEARTBEAT_S, get_board
 from serve.model_server import ModelServer
 
@@ -61,6 +63,9 @@ class ModelReplica:
         self._board = get_board(cfg.app)
         self.server = ModelServer(cfg, AdapterRegistry(cfg.mlflow.tracking_uri, cfg.mlflow.model_name))
         self.server.on_change = self._report
+        self.metrics = ReplicaMetrics()
+        self.server.on_adapter_load = self.metrics.adapter_loaded
+        self.server.on_adapter_evict = self.metrics.adapter_evicted
 
         self._stop = threading.Event()
         self._tail: Any = None  # opened by the thread, so a Kafka outage does not delay start-up
@@ -74,6 +79,7 @@ class ModelReplica:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def predict(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Classify one request (``{"text"| "features", "model_version"?}``); batched by Serve."""
+        self.metrics.batch("predict", len(requests))
         return await asyncio.to_thread(self.server.predict, requests)
 
     async def predict_unbatched(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +89,7 @@ class ModelReplica:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def generate(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Generate for one request (``{"prompt", "max_new_tokens", ...}``); batched by Serve."""
+        self.metrics.batch("generate", len(requests))
         return await asyncio.to_thread(self.server.generate, requests)
 
     async def generate_unbatched(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +137,7 @@ class ModelReplica:
         while not self._stop.is_set():
             if time.monotonic() - last_report >= HEARTBEAT_S:
                 self._report()
+                self.metrics.expert_load(self.server.take_expert_load())
                 last_report = time.monotonic()
             if self._tail is None:
                 self._tail = self._open_tail()

@@ -115,8 +115,15 @@ class OffsetReader:
 
     def lag(self) -> int:
         """Messages on the assigned partitions not read yet (consumer lag)."""
+        return sum(self.lag_by_topic().values())
+
+    def lag_by_topic(self) -> dict[str, int]:
+        """Consumer lag of each topic (its assigned partitions summed)."""
         ends = self._consumer.end_offsets(self.partitions)
-        return sum(max(0, ends[tp] - self._consumer.position(tp)) for tp in self.partitions)
+        lag: dict[str, int] = {}
+        for tp in self.partitions:
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, ends[tp] - self._consumer.position(tp))
+        return lag
 
     def close(self) -> None:
         self._consumer.close()

@@ -27,7 +27,7 @@ def stack_env(state_dir: Path, environ: dict[str, str] | None = None) -> dict[st
     if not environ.get("CL_MLFLOW_URI"):
         ports += ["MLFLOW_PORT"]
     if not environ.get("RAY_ADDRESS"):
-        ports += ["RAY_PORT", "RAY_DASHBOARD_PORT"]
+        ports += ["RAY_PORT", "RAY_DASHBOARD_PORT", "RAY_METRICS_PORT"]
     env = {f"CL_{name}": str(free_port()) for name in ports}
     env.update(CL_STATE_DIR=str(state_dir), CL_CACHE_DIR=str(REPO / ".cache"), CL_KAFKA_TOPIC_PREFIX="cltest")
     # Auth is on by default; tests of other features call the API without keys, and the
