@@ -3,6 +3,7 @@
 ==========================  ======================================================================
 ``POST /v1/predict``        classify ``text`` or ``features`` -> label, probabilities, version
 ``POST /v1/generate``       continue a ``prompt`` -> text, version
+``POST /v1/completions``    OpenAI-style completions for the lm head (:mod:`serve._private.completions`)
 ``POST /v1/feedback``       a :class:`cl.events.FeedbackEvent` -> 202 once Kafka acknowledged it
 ``GET /v1/models``          registered versions, aliases, what each replica serves and holds
 ``GET /v1/rollout``         the rollout: traffic split, champion history, what it waits for
@@ -48,14 +49,17 @@ from cl.adapter_cache import BASE_VERSION
 from cl.config import Config
 from cl.events import FeedbackEvent, RequestEvent, RequestInput, RequestOutput
 from cl.inference import GenerateItem, InputError, Limits, PredictItem, check_generate, check_predict
-from serve._private import body_limit
+from serve._private import body_limit, completions
 from serve._private.access import AUTH_DOC, Access, Caller, announce_audit
 from serve._private.errors import field_error, validation_error_response
 from serve._private.feedback import accept_feedback
+from serve._private.metrics import MeasureRequests, record_served
 from serve._private.producer_link import ProducerLink
 from serve._private.status_board import get_board
 from serve._private.traffic import TrafficRouter
 from serve.schemas import (
+    CompletionRequest,
+    CompletionResponse,
     FeedbackAccepted,
     GenerateRequest,
     GenerateResponse,
@@ -87,11 +91,13 @@ app = FastAPI(
     "Send an API key (`cl keys create`) as 'Authorization: Bearer <key>'.",
 )
 app.add_middleware(body_limit.BodyLimit)
+app.add_middleware(MeasureRequests)  # outermost: it also counts what BodyLimit refuses
 
 
 @app.exception_handler(RequestValidationError)
 async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return validation_error_response(request.url.path, exc)
+    response = validation_error_response(request.url.path, exc)
+    return completions.with_openai_error(response) if request.url.path.endswith("/v1/completions") else response
 
 
 def _error_response(error: dict[str, Any]) -> JSONResponse:
@@ -264,6 +270,7 @@ class Ingress:
         self._count(version, result)
         if "error" in result:
             return _error_response(result["error"])
+        record_served(request, result["model_version"], arm)
         response = PredictResponse(
             request_id=uuid.uuid4().hex,
             label=result["label"],
@@ -301,6 +308,7 @@ class Ingress:
         self._count(version, result)
         if "error" in result:
             return _error_response(result["error"])
+        record_served(request, result["model_version"], arm)
         response = GenerateResponse(
             request_id=uuid.uuid4().hex,
             text=result["text"],
@@ -317,6 +325,39 @@ class Ingress:
             arm=response.arm,
             user_id=body.user_id,
         )
+        return response
+
+    @app.post("/v1/completions", response_model=CompletionResponse, dependencies=AUTH_DOC,
+              summary="Complete a prompt, as OpenAI's completions API does (lm head)")
+    async def complete(self, body: CompletionRequest, background: BackgroundTasks, request: Request) -> Any:
+        caller = await self.access.admit(request, "predict")
+        if not isinstance(caller, Caller):
+            return completions.with_openai_error(caller)
+        try:
+            pinned = completions.pinned_version(body, self.config.mlflow.model_name)
+            jobs = completions.plan(body)
+            for job in jobs:
+                check_generate(job.item, self.model_config, self.limits)
+        except InputError as e:
+            return completions.error_response(completions.FIELD_NAMES.get(e.field, e.field), e.message)
+        version, arm = await self._route(body.user, pinned)
+        method = self.replica.generate if self.batching else self.replica.generate_unbatched
+        calls = [{"prompt": j.prompt, "max_new_tokens": j.item.max_new_tokens, "temperature": j.item.temperature,
+                  "top_p": j.item.top_p, "seed": j.item.seed, "model_version": version} for j in jobs]  # fmt: skip
+        results = await asyncio.gather(*(self._call_replica(method, call) for call in calls))
+        for result in results:
+            self._count(version, result)
+        failed = next((r["error"] for r in results if "error" in r), None)
+        if failed is not None:
+            return completions.with_openai_error(_error_response(failed))
+        served = completions.ServedAs(self.config.mlflow.model_name, results[0]["model_version"], arm)
+        record_served(request, served.version, arm)
+        request_ids = [uuid.uuid4().hex for _ in jobs]
+        response = completions.respond(body, jobs, [r["text"] for r in results], request_ids, served)
+        for job, choice in zip(jobs, response.choices):
+            background.add_task(self._log_request, request_id=choice.request_id, kind="generate",
+                                input=RequestInput(text=job.prompt), output=RequestOutput(text=choice.text),
+                                model_version=served.version, arm=arm, user_id=body.user)  # fmt: skip
         return response
 
     @app.post(

@@ -230,3 +230,16 @@ def test_two_learner_workers_split_the_stream_and_resume_as_one(online):
     online["applied"] += 60
     assert metrics["events_seen"] == online["applied"]
     assert _events_seen(online) == online["applied"]
+
+
+def test_the_learners_metrics_reach_prometheus(online):
+    """The Ray Train workers above exported events learned, versions, loss and consumer lag."""
+    from tests.prometheus import total, wait_for
+
+    config = online["config"]
+    app = {"app": config.app}
+    samples = wait_for(config.ray.metrics_url, lambda s: total(s, "ray_cl_learner_events_total", **app) > 0)
+    assert total(samples, "ray_cl_learner_versions_published_total", **app) >= 1
+    assert any(n == "ray_cl_learner_loss" and labels.get("app") == config.app for n, labels, _ in samples)
+    lagged = {labels.get("topic") for n, labels, _ in samples if n == "ray_cl_consumer_lag" and labels.get("app") == config.app}
+    assert {config.topics.feedback, config.topics.requests} <= lagged, lagged

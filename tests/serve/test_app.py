@@ -99,7 +99,7 @@ def test_health_and_openapi(served):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["app"] == "servetest"
     doc = client.get("/openapi.json").json()
-    assert {"/v1/predict", "/v1/generate", "/v1/feedback", "/v1/models", "/healthz"} <= set(doc["paths"])
+    assert {"/v1/predict", "/v1/generate", "/v1/completions", "/v1/feedback", "/v1/models", "/healthz"} <= set(doc["paths"])
     assert "202" in doc["paths"]["/v1/feedback"]["post"]["responses"]
 
 
@@ -134,6 +134,41 @@ def test_predict_text_and_generate(served):
         config.kafka.bootstrap_servers, config.topics.requests, lambda e: e.get("request_id") == gen["request_id"]
     )
     assert event["kind"] == "generate" and event["output"]["text"] == gen["text"]
+
+
+def test_an_openai_client_gets_completions_that_feedback_can_rate(served):
+    import openai
+
+    config, client = served
+    oa = openai.OpenAI(base_url=str(client.base_url).rstrip("/") + "/v1", api_key="unused", max_retries=0)
+    done = oa.completions.create(model=config.mlflow.model_name, prompt="hello", max_tokens=5, temperature=0)
+    greedy = client.post("/v1/generate", json={"prompt": "hello", "max_new_tokens": 5}).json()["text"]
+    assert done.object == "text_completion" and done.model == f"{config.mlflow.model_name}:base"
+    assert done.choices[0].text == greedy and len(greedy) >= 2  # the same model, decoded the same way
+    assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (6, len(greedy.encode()))
+    assert done.choices[0].finish_reason == ("length" if len(greedy.encode()) == 5 else "stop")
+
+    stop = greedy[-2:]
+    cut = oa.completions.create(model="cl", prompt="hello", max_tokens=5, temperature=0, stop=[stop])
+    assert (cut.choices[0].text, cut.choices[0].finish_reason) == (greedy[: greedy.find(stop)], "stop")
+
+    kwargs = {"model": "base", "prompt": ["ab", "cd"], "n": 2, "max_tokens": 4, "temperature": 1.0, "seed": 3}
+    many = oa.completions.create(**kwargs)
+    assert [c.index for c in many.choices] == [0, 1, 2, 3] and len({c.request_id for c in many.choices}) == 4
+    assert [c.text for c in oa.completions.create(**kwargs).choices] == [c.text for c in many.choices]  # seeded
+
+    r = client.post("/v1/feedback", json={"request_id": done.id, "thumbs": "up"})
+    assert r.status_code == 202, r.text
+    event = _find_on_topic(config.kafka.bootstrap_servers, config.topics.requests, lambda e: e.get("request_id") == done.id)
+    assert event["kind"] == "generate" and event["output"]["text"] == done.choices[0].text
+
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        oa.completions.create(model="gpt-4", prompt="hi")
+    assert refused.value.body["param"] == "model" and "GET /v1/models" in refused.value.body["message"]
+    for body, field in (({"prompt": "hi", "stream": True}, "stream"), ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
+                        ({"prompt": "hi", "max_tokens": 100_000}, "max_tokens")):  # fmt: skip
+        r = client.post("/v1/completions", json=body)
+        assert r.status_code == 422 and r.json()["error"]["param"] == field and _detail(r)[0]["field"] == field, r.text
 
 
 @pytest.mark.parametrize(
@@ -267,3 +302,37 @@ def test_replica_methods_and_the_unbatched_path(served):
     assert handle.generate.remote(prompt).result(timeout_s=30) == handle.generate_unbatched.remote(prompt).result(
         timeout_s=30
     )
+
+
+def test_prometheus_metrics_count_requests_batches_feedback_and_expert_load(served):
+    """Ray's metrics agent exports our series: what the tests above sent must show up, by
+    endpoint, version and arm, with the replica's batch sizes, adapter loads and expert load."""
+    from tests.prometheus import total, wait_for
+
+    config, client = served
+    bad = client.post("/v1/feedback", json={"request_id": "r-1", "rating": 9})
+    assert bad.status_code == 422
+    app = {"application": config.app}
+
+    def ready(samples) -> bool:
+        return (total(samples, "ray_cl_requests_total", endpoint="predict", status="200", **app) > 0
+                and total(samples, "ray_cl_feedback_total", outcome="invalid", **app) > 0
+                and total(samples, "ray_cl_expert_load_share", **app) > 0)  # fmt: skip
+
+    samples = wait_for(config.ray.metrics_url, ready)
+    versions = {labels["version"] for name, labels, _ in samples
+                if name == "ray_cl_requests_total" and labels.get("application") == config.app}  # fmt: skip
+    assert "base" in versions and len(versions) >= 2, versions  # base and the published version
+    assert total(samples, "ray_cl_requests_total", endpoint="generate", arm="champion", **app) > 0
+    assert total(samples, "ray_cl_requests_total", endpoint="completions", **app) > 0
+    assert total(samples, "ray_cl_request_latency_ms_count", endpoint="predict", **app) >= total(
+        samples, "ray_cl_requests_total", endpoint="predict", status="200", version="base", **app)
+    assert total(samples, "ray_cl_feedback_total", outcome="accepted", **app) > 0
+    assert total(samples, "ray_cl_batch_size_count", method="predict", **app) > 0
+    assert total(samples, "ray_cl_batch_size_sum", method="predict", **app) >= total(samples, "ray_cl_batch_size_count", method="predict", **app)
+    assert total(samples, "ray_cl_adapter_loads_total", **app) >= 1
+    shares: dict[str, float] = {}
+    for name, labels, value in samples:
+        if name == "ray_cl_expert_load_share" and labels.get("application") == config.app:
+            shares[labels["layer"]] = shares.get(labels["layer"], 0.0) + value
+    assert shares and all(v == pytest.approx(1.0, abs=1e-6) for v in shares.values()), shares  # one replica
