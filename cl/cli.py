@@ -144,6 +144,85 @@ def _report(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(config: Config, args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from cl.base_model import base_model_config
+    from cl.profiling import format_table, profile_model
+
+    preset = args.preset or config.model.preset
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sizes = [n for group in args.batch_size or [[1, 8, 32]] for n in group]
+    # The replica's model: [model] with the preset asked for, and its bank of serve.adapter_cache_size slots.
+    slots = max(args.adapters, config.serve.adapter_cache_size)
+
+    def say(line: str) -> None:
+        print(f"cl profile: {line}", file=sys.stderr, flush=True)
+
+    say(f"preset {preset} on {device}, batch sizes {sizes}, {args.warmup} + {args.iters} iterations each")
+    try:  # ModelConfigError (an unknown preset names the known ones) is a ValueError too
+        model_cfg = base_model_config(dataclasses.replace(config.model, preset=preset), n_adapter_slots=slots)
+        rows = profile_model(model_cfg, sizes, seq_len=args.seq_len, new_tokens=args.new_tokens, adapters=args.adapters,
+                             iters=args.iters, warmup=args.warmup, device=device, progress=say)  # fmt: skip
+    except ValueError as e:
+        print(f"cl profile: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([{"preset": preset, **r.to_dict()} for r in rows], indent=2))
+        return 0
+    r = rows[0]
+    print(f"preset {preset} ({r.parameters:,} parameters) on {r.device} ({r.threads} torch threads); seq_len {r.seq_len}, "
+          f"{r.new_tokens} new tokens; {f'{args.adapters} adapters mixed per batch' if args.adapters else 'base only'}; "
+          f"{r.warmup} warm-up + {r.iters} timed iterations\n"
+          f"peak MB: {r.memory}\n")  # fmt: skip
+    print(format_table(rows))
+    return 0
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of batch sizes; give ints >= 1, e.g. 1,8,32")
+    return sizes
+
+
+def _bench(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "bench" / "__main__.py").is_file():
+        print(f"cl bench: no bench/ beside {checkout / 'cl'}; run it from a source checkout", file=sys.stderr)
+        return 1
+    if str(checkout) not in sys.path:  # bench/ is not an installed package
+        sys.path.insert(0, str(checkout))
+    from bench.__main__ import BENCHMARKS, run, select
+    from infra.stack import status
+
+    try:
+        names = select(args.only)
+    except ValueError as e:
+        print(f"cl bench: --only: {e}", file=sys.stderr)
+        return 2
+    stacked = [n for n in names if BENCHMARKS[n].needs_stack]
+    down = [s for s in status(config) if not s.healthy] if stacked else []
+    if down:
+        print(f"cl bench: {', '.join(stacked)} {'needs' if len(stacked) == 1 else 'need'} the local stack, and "
+              f"{', '.join(s.name for s in down)} {'is' if len(down) == 1 else 'are'} down: start it with `cl up` "
+              "(or run `make bench`, which does), then run `cl bench` again; "
+              f"`cl bench --only kernels,rollout` needs no stack.", file=sys.stderr)  # fmt: skip
+        for s in down:
+            print("  " + s.line(), file=sys.stderr)
+        return 1
+    if args.config:  # the benchmarks read the config themselves
+        os.environ["CL_CONFIG"] = args.config
+    return run(names)
+
+
 def _demo(config: Config, args: argparse.Namespace) -> int:
     from serve.app import base_url
     from serve.demo import run_demo
@@ -384,6 +463,19 @@ COMMANDS: tuple[Command, ...] = (
              (("--only",), {"help": "comma-separated protocols, e.g. digits,detector_calibration"}), _OUT)),
     Command(("report",), _report, "plot the running service's learning curve with its drifts, promotions and rollbacks "
             "(from cl.events) and rebuild the reports' index", (_OUT,)),
+    Command(("profile",), _profile, "measure the model's latency (p50/p95/p99), throughput and peak memory per batch "
+            "size: a classify forward and a generation, base only or with mixed adapters",
+            ((("--preset",), {"help": "a model preset: tiny, small, base or large (default: model.preset of the config)"}),
+             (("--batch-size",), {"type": _batch_sizes, "action": "append", "metavar": "N[,N...]",
+                                  "help": "batch sizes, one row each (repeat or comma list; default 1,8,32)"}),
+             (("--seq-len",), {"type": int, "default": 64, "help": "tokens per row, and prompt length (default 64)"}),
+             (("--new-tokens",), {"type": int, "default": 16, "help": "tokens generated per row (default 16)"}),
+             (("--adapters",), {"type": int, "default": 0, "help": "distinct LoRA adapters mixed in a batch (default 0: base only)"}),
+             (("--iters",), {"type": int, "default": 50, "help": "timed iterations per measure (default 50)"}),
+             (("--warmup",), {"type": int, "default": 5, "help": "untimed iterations before them (default 5)"}),
+             (("--device",), {"choices": ("cpu", "cuda"), "help": "default: cuda if available, else cpu"}), _JSON)),
+    Command(("bench",), _bench, "run the benchmarks (python -m bench); those on the local stack need `cl up` first",
+            ((("--only",), {"help": "comma-separated, from kernels,rollout,online,rollback,soak (default: all)"}),)),
     Command(("demo",), _demo, "simulated users call the service and rate it; their preferences change halfway", (_REQUESTS,)),
     Command(("run",), _run, "up + serve + learn + demo: the whole service with its local defaults",
             (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND, _REQUESTS)),
