@@ -3,6 +3,10 @@
 The jars are resolved once with Maven (``infra/kafka/pom.xml``) into ``<cache_dir>/kafka-<version>``;
 storage under ``<state_dir>/kafka/data`` is formatted once and survives restarts, so a stop and
 start loses no message. With ``kafka.bootstrap`` set, nothing is started and that cluster is used.
+
+:func:`java_command`, :func:`broker_properties` and :func:`format_storage` are the pieces of a
+broker start that do not depend on this one-node layout; ``infra.local_cluster_check`` runs a
+three-broker cluster with them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,90 @@ def _require_tool(tool: str, fix: str) -> str:
     return path
 
 
+_JAVA_FIX = "install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless)"
+
+
+def java_command(jar_dir: Path, heap_mb: int, *args: str) -> list[str]:
+    """The ``java`` command line that runs ``args`` with the Kafka jars in ``jar_dir`` on the class path.
+
+    Raises:
+        StackError: ``java`` is not on PATH.
+    """
+    java = _require_tool("java", _JAVA_FIX)
+    return [
+        java,
+        f"-Xmx{heap_mb}m",
+        f"-Xms{min(heap_mb, 256)}m",
+        f"-Dlog4j.configuration=file:{_RESOURCES / 'log4j.properties'}",
+        "-cp",
+        f"{jar_dir.resolve()}/*",
+        *args,
+    ]
+
+
+def broker_properties(
+    *, node_id: int, host: str, port: int, controller_port: int, voters: str, data_dir: Path, replication: int = 1, min_isr: int = 1
+) -> dict[str, str]:
+    """``server.properties`` of one combined broker + controller node in KRaft mode.
+
+    Args:
+        node_id: This node's id (``voters`` names it).
+        host, port, controller_port: Where its client and controller listeners bind.
+        voters: The controller quorum, ``id@host:port`` joined by commas.
+        data_dir: Its log directory.
+        replication, min_isr: Replication factor and minimum in-sync replicas of Kafka's own
+            topics (consumer offsets, transaction state); 1 and 1 on a single node.
+    """
+    return {
+        "process.roles": "broker,controller",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters,
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir.resolve()),
+        "offsets.topic.replication.factor": str(replication),
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": str(replication),
+        "transaction.state.log.min.isr": str(min_isr),
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "false",
+    }
+
+
+def write_properties(path: Path, props: dict[str, str]) -> None:
+    path.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
+
+
+def format_storage(java: list[str], properties_file: Path, data_dir: Path, cluster_id: str | None = None, fix: str = "") -> None:
+    """Format a node's KRaft storage once (a formatted ``data_dir`` is left as it is).
+
+    Args:
+        java: :func:`java_command`'s prefix (no arguments after the class path).
+        properties_file: The node's ``server.properties``.
+        data_dir: Its log directory.
+        cluster_id: The cluster's id; every node of one cluster needs the same. None: a new one.
+        fix: What the user should do when formatting fails.
+
+    Raises:
+        StackError: the storage tool failed (its output is in the message).
+    """
+    if (data_dir / "meta.properties").exists():
+        return
+    cluster_id = cluster_id or new_cluster_id()
+    cmd = [*java, _STORAGE_TOOL, "format", f"--cluster-id={cluster_id}", "-c", str(properties_file), "--ignore-formatted"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"Kafka: formatting KRaft storage in {data_dir} failed:\n{result.stdout}{result.stderr}", fix)
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (22 characters of URL-safe base64)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
 class KafkaBroker(LocalService):
     """Manages the local broker, or checks the external cluster named by ``kafka.bootstrap``."""
 
@@ -51,7 +139,7 @@ class KafkaBroker(LocalService):
         marker = self.jar_dir / ".complete"
         if marker.exists():
             return self.jar_dir
-        _require_tool("java", "install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless)")
+        _require_tool("java", _JAVA_FIX)
         mvn = _require_tool("mvn", "install Maven (Debian: apt-get install maven)")
         self.jar_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -73,49 +161,19 @@ class KafkaBroker(LocalService):
         return self.jar_dir
 
     def _java(self, *args: str) -> list[str]:
-        java = _require_tool("java", "install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless)")
-        return [
-            java,
-            f"-Xmx{self.kafka.heap_mb}m",
-            f"-Xms{min(self.kafka.heap_mb, 256)}m",
-            f"-Dlog4j.configuration=file:{_RESOURCES / 'log4j.properties'}",
-            "-cp",
-            f"{self.jar_dir.resolve()}/*",
-            *args,
-        ]
+        return java_command(self.jar_dir, self.kafka.heap_mb, *args)
 
     def _write_properties(self) -> None:
         k = self.kafka
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{k.host}:{k.controller_port}",
-            "listeners": f"PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{k.host}:{k.port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(self.data_dir.resolve()),
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "false",
-        }
-        self.properties_file.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
+        props = broker_properties(
+            node_id=1, host=k.host, port=k.port, controller_port=k.controller_port,
+            voters=f"1@{k.host}:{k.controller_port}", data_dir=self.data_dir,
+        )  # fmt: skip
+        write_properties(self.properties_file, props)
 
     def _format_storage(self) -> None:
-        if (self.data_dir / "meta.properties").exists():
-            return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = self._java(_STORAGE_TOOL, "format", f"--cluster-id={cluster_id}", "-c", str(self.properties_file), "--ignore-formatted")
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise StackError(
-                f"Kafka: formatting KRaft storage in {self.data_dir} failed:\n{result.stdout}{result.stderr}",
-                f"remove {self.data_dir} if it holds nothing you need, then run `cl up` again",
-            )
+        fix = f"remove {self.data_dir} if it holds nothing you need, then run `cl up` again"
+        format_storage(self._java(), self.properties_file, self.data_dir, fix=fix)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

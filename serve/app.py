@@ -13,19 +13,20 @@ Example (against a running stack, e.g. after ``cl up``)::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import serve
 
-from cl.config import Config
+from cl.config import Config, ConfigError, load_config
 from serve._private.status_board import kill_board
 from serve.rollout_controller import kill_controller
 from serve.ingress import Ingress
 from serve.replica import ModelReplica
 
-__all__ = ["base_url", "build_app", "connect", "deploy", "shutdown"]
+__all__ = ["app_from_env", "base_url", "build_app", "connect", "deploy", "shutdown"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +59,31 @@ def build_app(config: Config, *, batching: bool = True) -> serve.Application:
         ray_actor_options={"num_cpus": 0},  # I/O-bound: parsing, routing, Kafka
         max_ongoing_requests=max(64, 4 * s.max_batch_size * s.replicas),
     ).bind(replica, values, batching)
+
+
+def app_from_env(args: dict[str, Any]) -> serve.Application:
+    """The application configured like every other process: ``CL_*`` variables and ``CL_CONFIG``.
+
+    What a Serve config file deploys, e.g. KubeRay's ``RayService`` (``infra/k8s/rayservice.yaml``)::
+
+        applications:
+          - name: cl                          # = config.app
+            import_path: serve.app:app_from_env
+            args: {CL_SERVE_MAX_BATCH_SIZE: "64"}   # optional; wins over the environment
+
+    Args:
+        args: The config file's ``args``: ``CL_*`` names and values, over ``os.environ``.
+
+    Returns:
+        :func:`build_app` of the resulting config.
+
+    Raises:
+        ConfigError: an argument is not a ``CL_*`` name, or the config has problems.
+    """
+    bad = sorted(str(k) for k in args if not str(k).startswith("CL_"))
+    if bad:
+        raise ConfigError([f"serve.app:app_from_env args {bad}: not configuration variables; name them CL_<SECTION>_<KEY>"])
+    return build_app(load_config(env={**os.environ, **{str(k): str(v) for k, v in args.items()}}))
 
 
 def base_url(config: Config) -> str:
