@@ -54,6 +54,7 @@ def sample_next(
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)  # (B, V)
         drop = sorted_p.cumsum(-1) - sorted_p >= top_p  # mass before this token already enough
+        drop[:, 0] = False  # the most likely token stays, even for a top_p that is 0 in float32 (1e-46)
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
