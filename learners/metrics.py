@@ -50,12 +50,14 @@ class LearnerMetrics:
         )
         self.lag = metrics.Gauge("cl_consumer_lag", "Records not read yet.", tag_keys=(*tags, "topic"))
         self._dead_seen: dict[str, int] = {}
+        self._last_loss = math.nan
 
     def step(self, n_events: int, loss: float, drift: bool) -> None:
         """After one micro-batch."""
         if n_events > 0:
             self.events.inc(n_events, tags=self._tags)
         if math.isfinite(loss):
+            self._last_loss = loss
             self.loss.set(loss, tags=self._tags)
         if drift:
             self.drifts.inc(1, tags=self._tags)
@@ -65,7 +67,10 @@ class LearnerMetrics:
 
     def progress(self, learner_metrics: dict[str, float], dead_letters: dict[str, int], lag: dict[str, int]) -> None:
         """Every few seconds: gauges from ``OnlineLearner.metrics()``, dead letters (running
-        counts by reason) and the consumer lag by topic."""
+        counts by reason) and the consumer lag by topic. The last loss is set again: Ray exports
+        a gauge only while it is being set, and an idle learner takes no step."""
+        if math.isfinite(self._last_loss):
+            self.loss.set(self._last_loss, tags=self._tags)
         self.replay.set(float(learner_metrics.get("replay_size", 0.0)), tags=self._tags)
         violation = learner_metrics.get("expert_max_violation", float("nan"))
         if math.isfinite(violation):

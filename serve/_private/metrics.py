@@ -113,6 +113,7 @@ class ReplicaMetrics:
             "cl_expert_load_max_violation", "Max expert load / mean load - 1 since the last report (0 = even).",
             tag_keys=("layer",),
         )  # fmt: skip
+        self._last_load: dict[str, tuple[float, list[float]]] = {}
 
     def batch(self, method: str, size: int) -> None:
         self.batch_size.observe(size, tags={"method": method})
@@ -124,10 +125,15 @@ class ReplicaMetrics:
         self.evictions.inc()
 
     def expert_load(self, stats: dict[str, dict[str, Any]]) -> None:
-        """Set the gauges from ``MoETransformer.expert_load_stats()`` (layers that routed no token are skipped)."""
+        """Set the gauges from ``MoETransformer.expert_load_stats()``.
+
+        A layer that routed no token since the last report keeps its last figures: Ray exports
+        a gauge only while it is set, so an idle replica would otherwise drop the series.
+        """
         for layer, s in stats.items():
-            if not s["tokens"]:
-                continue
-            self.expert_violation.set(float(s["max_violation"]), tags={"layer": layer})
-            for expert, share in enumerate(s["share"]):
-                self.expert_share.set(float(share), tags={"layer": layer, "expert": str(expert)})
+            if s["tokens"]:
+                self._last_load[layer] = (float(s["max_violation"]), [float(x) for x in s["share"]])
+        for layer, (violation, shares) in self._last_load.items():
+            self.expert_violation.set(violation, tags={"layer": layer})
+            for expert, share in enumerate(shares):
+                self.expert_share.set(share, tags={"layer": layer, "expert": str(expert)})
