@@ -354,10 +354,10 @@ class Ingress:
         record_served(request, served.version, arm)
         request_ids = [uuid.uuid4().hex for _ in jobs]
         response = completions.respond(body, jobs, [r["text"] for r in results], request_ids, served)
-        for job, choice in zip(jobs, response.choices):
+        for job, choice, result in zip(jobs, response.choices, results):  # each as the replica that ran it says
             background.add_task(self._log_request, request_id=choice.request_id, kind="generate",
                                 input=RequestInput(text=job.prompt), output=RequestOutput(text=choice.text),
-                                model_version=served.version, arm=arm, user_id=body.user)  # fmt: skip
+                                model_version=result["model_version"], arm=arm, user_id=body.user)  # fmt: skip
         return response
 
     @app.post(
