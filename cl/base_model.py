@@ -55,15 +55,38 @@ def build_base_model(section: ModelSection, n_adapter_slots: int = 1) -> MoETran
     if n_adapter_slots == 1:
         return seeded.eval()
     model = MoETransformer(base_model_config(section, n_adapter_slots))
-    model.load_state_dict(base_state(seeded), strict=False)
+    _install_base_state(model, base_state(seeded))
     return model.eval()
+
+
+BASE_BIAS = "base_balance_bias"  # a router's bias row of the base (row 0 of its balance_bias)
 
 
 def base_state(model: MoETransformer) -> dict[str, torch.Tensor]:
     """The base's own tensors: everything but the adapters (the trainable tensors) and the
-    per-slot balancing bias (zero at start)."""
+    per-slot rows of the balancing bias; the base's own bias row is kept as
+    ``<router>.base_balance_bias`` (a trained base moved it while it learned, so a model built
+    without it would route, and answer, differently)."""
     adapter = {name for name, p in model.named_parameters() if p.requires_grad}
-    return {k: v for k, v in model.state_dict().items() if k not in adapter and "balance_bias" not in k}
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("balance_bias"):
+            state[k[: -len("balance_bias")] + BASE_BIAS] = v[0].clone()
+        elif k not in adapter:
+            state[k] = v
+    return state
+
+
+def _install_base_state(model: MoETransformer, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` (from :func:`base_state`); every bias row, the slots' too, starts from the base's."""
+    tensors = {k: v for k, v in state.items() if not k.endswith(BASE_BIAS)}
+    model.load_state_dict(tensors, strict=False)
+    own = model.state_dict()  # shares storage with the model's buffers
+    with torch.no_grad():
+        for k, row in state.items():
+            if k.endswith(BASE_BIAS):
+                rows = own[k[: -len(BASE_BIAS)] + "balance_bias"]  # (L+1, E)
+                rows.copy_(row.expand_as(rows))
 
 
 def save_base_weights(model: MoETransformer, path: Path) -> Path:
@@ -80,10 +103,12 @@ def load_base_weights(model: MoETransformer, path: str | Path) -> None:
     from safetensors.torch import load_file
 
     weights, own = load_file(str(path)), base_state(model)
-    missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    # Files written before the base's bias row was kept lack it: that row was zero for them.
+    missing = sorted(k for k in set(own) - set(weights) if not k.endswith(BASE_BIAS))
+    extra = sorted(set(weights) - set(own))
     shapes = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
     if missing or extra or shapes:
         raise ValueError(f"model.base_weights: {path} does not fit [model] (preset, n_features, n_labels): "
                          f"{len(missing)} tensors missing, {len(extra)} unexpected, {len(shapes)} of another shape; "
                          "train a base with this [model] or set the [model] it was trained with")  # fmt: skip
-    model.load_state_dict(weights, strict=False)
+    _install_base_state(model, weights)

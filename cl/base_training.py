@@ -69,7 +69,7 @@ def train_base(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    total, n = total + float(loss) * len(group.rows), n + len(group.rows)
+                    total, n = total + loss.item() * len(group.rows), n + len(group.rows)
             losses.append(total / n)
             say(f"base: epoch {epoch}/{epochs}: loss {losses[-1]:.4f} over {n:,} labelled examples")
     finally:

@@ -243,7 +243,7 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
 def _train_base(config: Config, model: torch.nn.Module, train: list[Example], options: RetrainOptions,
                 held: list[Example], seeded_score: float, say: Say) -> Config:  # fmt: skip
     """Train the base's own weights, save them, and return the config that builds that base."""
-    from cl.base_model import save_base_weights
+    from cl.base_model import load_base_weights, save_base_weights
     from cl.base_training import train_base
 
     rows = train if options.train_base == "feedback" else load_dataset(options.train_base, config)
@@ -252,6 +252,7 @@ def _train_base(config: Config, model: torch.nn.Module, train: list[Example], op
                seed=options.seed, say=say)  # fmt: skip
     state_dir = config.state_dir if config.state_dir.is_absolute() else Path.cwd() / config.state_dir
     path = save_base_weights(model, state_dir.resolve() / "bases" / f"base-{int(time.time() * 1000)}.safetensors")
+    load_base_weights(model, path)  # from here on exactly the model every process builds from that file
     say(f"retrain: base held-out accuracy {seeded_score:.3f} (seeded) -> {score_adapter(model, -1, held):.3f} (trained); "
         f"saved {path}")  # fmt: skip
     say(f"retrain: to serve on it, set model.base_weights = \"{path}\" (CL_MODEL_BASE_WEIGHTS) and restart cl serve and cl learn")
