@@ -26,7 +26,7 @@ import numpy as np
 from cl.config import Config, load_config
 from cl.events import FeedbackEvent, RequestEvent
 from cl.registry import AdapterRegistry
-from cl.simulation import SimulatedUsers
+from cl.testing.simulated_users import SimulatedUsers
 from infra.kafka_broker import KafkaBroker
 from streams import EventProducer, OffsetReader
 

@@ -25,7 +25,7 @@ import httpx
 import ray
 
 from bench.bench_online import fresh_config
-from cl.base_model import build_base_model
+from cl.model.base_model import build_base_model
 from cl.config import Config, load_config
 from cl.events import LifecycleEvent
 from cl.registry import AdapterRegistry

@@ -38,7 +38,7 @@ import psutil
 
 from bench.bench_online import fresh_config
 from cl.config import Config, load_config
-from cl.simulation import SimulatedUsers
+from cl.testing.simulated_users import SimulatedUsers
 
 __all__ = ["Call", "LearnerProcess", "RetryingClient", "RssSampler", "SoakReport", "SteadyLoad", "alive_actors", "run_soak", "summarize"]
 

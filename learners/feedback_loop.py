@@ -9,17 +9,17 @@ With several workers (``learner.workers``), each reads its share of the feedback
 and every request partition (so feedback joins whichever partition a client posted it to).
 The workers move in lockstep: once per poll they exchange a small status, and from it all
 take the same decisions: step (together, averaging gradients, see
-:mod:`cl.data_parallel`), snapshot or stop. A snapshot is one version holding every rank's
+:mod:`cl.learning.data_parallel`), snapshot or stop. A snapshot is one version holding every rank's
 part (:mod:`learners.rank_state`), registered by rank 0 before any rank commits.
 
 If MLflow is down, the snapshot is not published: no rank commits, the events stay
 unpublished (a crash now would re-read them from the last version), learning goes on, and
 the snapshot is retried with backoff (``SNAPSHOT_RETRY_MAX_S`` at most between tries).
-Failpoints (:mod:`cl.failpoints`) mark the steps whose interruption the fault tests prove
+Failpoints (:mod:`cl.testing.failpoints`) mark the steps whose interruption the fault tests prove
 harmless: ``snapshot.before_publish``, ``snapshot.after_publish`` (registered, offsets not
 committed) and ``snapshot.after_commit`` (committed, not announced).
 
-Every joined event passes :class:`cl.feedback_guard.FeedbackGuard` first: events over a
+Every joined event passes :class:`cl.learning.feedback_guard.FeedbackGuard` first: events over a
 user's cap, and every event of a quarantined user, go to the dead-letter topic instead
 (``user_capped``, ``user_quarantined``), and a quarantine is announced on ``cl.events``.
 """
@@ -36,14 +36,14 @@ from typing import Callable
 import torch
 from mlflow.exceptions import MlflowException
 
-from cl.base_model import build_base_model
+from cl.model.base_model import build_base_model
 from cl.config import Config
-from cl.data_parallel import RankGroup, current_group
+from cl.learning.data_parallel import RankGroup, current_group
 from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
-from cl.example import Example
-from cl.failpoints import failpoint
-from cl.feedback_guard import FeedbackGuard
-from cl.online_learner import OnlineLearner, StepReport
+from cl.learning.example import Example
+from cl.testing.failpoints import failpoint
+from cl.learning.feedback_guard import FeedbackGuard
+from cl.learning.online_learner import OnlineLearner, StepReport
 from cl.registry import AdapterRegistry
 from learners.metrics import LearnerMetrics
 from learners.rank_state import merge_metrics, merge_positions, rank_parts, share_for_rank

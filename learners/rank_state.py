@@ -2,7 +2,7 @@
 
 A snapshot's learner state is ``{"base_version", "world_size", "ranks": [part, ...]}``,
 one part per rank: ``{"learner": OnlineLearner.state_dict(), "joiner": ..., "positions": ..., "guard": ...}``
-(``guard``, the rank's :class:`cl.feedback_guard.FeedbackGuard` state, is missing from
+(``guard``, the rank's :class:`cl.learning.feedback_guard.FeedbackGuard` state, is missing from
 snapshots written before the guard existed; those resume with a fresh guard).
 The adapter, optimizer and detector are the same in every part (the ranks step together);
 replay buffers, join state, counters and Kafka positions are each rank's own.
@@ -24,7 +24,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cl.feedback_guard import FeedbackGuard
+from cl.learning.feedback_guard import FeedbackGuard
 
 __all__ = ["COUNTERS", "merge_metrics", "merge_positions", "rank_parts", "share_for_rank"]
 

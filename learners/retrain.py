@@ -13,9 +13,9 @@ Run it with ``ray job submit`` (the README gives the command) or ``cl retrain``:
 2. **train**: with ``--train-base``, first the base model's own weights (on the replayed labels
    or a JSON-lines dataset; saved as safetensors for ``model.base_weights``); then a fresh
    adapter, or one continued from a named version, learns for
-   ``--epochs`` shuffled passes through the same :class:`~cl.online_learner.OnlineLearner`
+   ``--epochs`` shuffled passes through the same :class:`~cl.learning.online_learner.OnlineLearner`
    as online learning (replay and drift handling off: an epoch revisits everything anyway);
-3. **evaluate**: accuracy on the held-out feedback (``cl.eval_set``, never trained on) of
+3. **evaluate**: accuracy on the held-out feedback (``cl.learning.eval_set``, never trained on) of
    the base, the starting adapter and the result, after every epoch;
 4. **register**: an MLflow version tagged ``source=retrain`` (curves and metrics on its run),
    announced on ``cl.events`` as ``version_published`` with ``role=challenger``: with
@@ -40,12 +40,12 @@ from pathlib import Path
 
 import torch
 
-from cl.base_model import base_model_config, build_base_model
+from cl.model.base_model import base_model_config, build_base_model
 from cl.config import Config
-from cl.eval_set import is_held_out, score_adapter
+from cl.learning.eval_set import is_held_out, score_adapter
 from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
-from cl.example import Example, check_example
-from cl.online_learner import OnlineLearner
+from cl.learning.example import Example, check_example
+from cl.learning.online_learner import OnlineLearner
 from cl.registry import AdapterRegistry
 from streams.history import read_history
 
@@ -243,8 +243,8 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
 def _train_base(config: Config, model: torch.nn.Module, train: list[Example], options: RetrainOptions,
                 held: list[Example], seeded_score: float, say: Say) -> Config:  # fmt: skip
     """Train the base's own weights, save them, and return the config that builds that base."""
-    from cl.base_model import load_base_weights, save_base_weights
-    from cl.base_training import train_base
+    from cl.model.base_model import load_base_weights, save_base_weights
+    from cl.learning.base_training import train_base
 
     rows = train if options.train_base == "feedback" else load_dataset(options.train_base, config)
     say(f"retrain: training the base on {len(rows):,} examples ({options.train_base})")

@@ -19,7 +19,7 @@ import httpx
 
 from cl.config import Config
 from cl.events import LifecycleEvent
-from cl.simulation import SimulatedUsers
+from cl.testing.simulated_users import SimulatedUsers
 from streams import EventTail
 
 __all__ = ["DemoResult", "run_demo"]

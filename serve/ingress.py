@@ -45,10 +45,10 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from cl.adapter_cache import BASE_VERSION
+from cl.serving.adapter_cache import BASE_VERSION
 from cl.config import Config
 from cl.events import FeedbackEvent, RequestEvent, RequestInput, RequestOutput
-from cl.inference import GenerateItem, InputError, Limits, PredictItem, check_generate, check_predict
+from cl.serving.inference import GenerateItem, InputError, Limits, PredictItem, check_generate, check_predict
 from serve._private import body_limit, completions
 from serve._private.access import AUTH_DOC, Access, Caller, announce_audit
 from serve._private.errors import field_error, validation_error_response
@@ -127,7 +127,7 @@ class Ingress:
     """
 
     def __init__(self, replica: DeploymentHandle, config: dict[str, Any], batching: bool = True) -> None:
-        from cl.base_model import base_model_config
+        from cl.model.base_model import base_model_config
         from cl.registry import AdapterRegistry
 
         self.config = Config.from_dict(config)

@@ -1,9 +1,9 @@
 """The inside of a model replica, without Ray: base model, adapter slots, versions, batches.
 
 :class:`ModelServer` wires the domain blocks together: the seeded base from
-:func:`cl.base_model.build_base_model` with ``K = serve.adapter_cache_size`` adapter slots,
-an :class:`cl.adapter_cache.AdapterCache` that maps versions to slots, the adapter registry
-to fetch versions from, and :mod:`cl.inference` for validation and batched passes.
+:func:`cl.model.base_model.build_base_model` with ``K = serve.adapter_cache_size`` adapter slots,
+an :class:`cl.serving.adapter_cache.AdapterCache` that maps versions to slots, the adapter registry
+to fetch versions from, and :mod:`cl.serving.inference` for validation and batched passes.
 
 Each request may pin a version; the rest get the *current* version. Requests are answered
 with plain dicts, one per request, either ``{"model_version": ..., <output>}`` or
@@ -31,11 +31,11 @@ from typing import Any, Protocol
 
 import torch
 
-from cl.adapter_cache import BASE_VERSION, AdapterCache
-from cl.base_model import build_base_model
+from cl.serving.adapter_cache import BASE_VERSION, AdapterCache
+from cl.model.base_model import build_base_model
 from cl.config import Config
 from cl.model import ModelConfig
-from cl.inference import (
+from cl.serving.inference import (
     GenerateItem,
     InputError,
     Limits,

@@ -7,7 +7,7 @@ It wires :mod:`cl.rollout` to the live service:
   a version is judged once);
 * **reads** ``cl.feedback`` joined with ``cl.requests`` (its own consumer group) and feeds
   each rated outcome to the policy under the version that served it; held-out labelled
-  feedback (:mod:`cl.eval_set`) fills the frozen evaluation set instead;
+  feedback (:mod:`cl.learning.eval_set`) fills the frozen evaluation set instead;
 * **is told** by the ingress how many requests each version served and how many failed;
 * **acts** on the policy's decisions: traffic moves at once (ingresses long-poll
   :meth:`routing`), promotion moves the MLflow alias ``champion``, a rollback takes the
@@ -27,11 +27,11 @@ from typing import Any
 
 import ray
 
-from cl.adapter_cache import BASE_VERSION
+from cl.serving.adapter_cache import BASE_VERSION
 from cl.config import Config
-from cl.eval_set import EvalSet, is_held_out, score_adapter
+from cl.learning.eval_set import EvalSet, is_held_out, score_adapter
 from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
-from cl.example import Example
+from cl.learning.example import Example
 from cl.rollout import CanaryPolicy, Decision
 
 __all__ = ["NAMESPACE", "RolloutController", "controller_name", "get_controller", "kill_controller"]
@@ -279,7 +279,7 @@ class RolloutController:
 
     def _evaluate(self, challenger: str) -> None:
         """Score champion and challenger on the frozen evaluation set; tell the policy."""
-        from cl.base_model import build_base_model
+        from cl.model.base_model import build_base_model
 
         examples = self.evals.examples
         model = build_base_model(self.config.model, n_adapter_slots=2)

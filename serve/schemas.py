@@ -5,7 +5,7 @@ itself, so the HTTP edge accepts exactly what a client may produce to Kafka dire
 
 Limits that depend on the deployment (``serve.max_text_chars``, ``model.n_features``,
 ``serve.max_new_tokens``, the model's ``max_seq_len``) are checked after parsing by
-:mod:`cl.inference`, whose errors name the field just like these models' do.
+:mod:`cl.serving.inference`, whose errors name the field just like these models' do.
 
 Example:
     >>> PredictRequest(features=[0.1, 2.0]).features

@@ -11,27 +11,23 @@ River's ``ConceptDriftStream`` cannot make an abrupt drift far into a stream (``
 overflows ``math.exp`` once ``position`` exceeds ~180), so the abrupt SEA drift is a plain
 switch from one generator to the other (:func:`switch_at`).
 
-:class:`KafkaFeed` carries a stream's events to the learner the way the service logs them: a
-``RequestEvent`` and a ``FeedbackEvent`` per event on fresh topics, read back with the service's
-reader, parser (:func:`cl.events.parse_event`) and joiner, and built into examples with
-:meth:`Example.from_join`.
+:class:`StreamFeed` is how a stream's events reach the learner: the protocol is handed one per
+stream (``streams.EvalFeed`` sends them through Kafka the way the service logs them), so this
+package never imports the Kafka layer.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from cl.config import Config
-from cl.example import Example
+from cl.learning.example import Example
 
-__all__ = ["KafkaFeed", "OnlineFeatureEncoder", "StreamEvent", "StreamSpec", "drifting_streams", "switch_at"]
+__all__ = ["FeedFactory", "OnlineFeatureEncoder", "StreamEvent", "StreamFeed", "StreamSpec", "drifting_streams", "switch_at"]
 
 StreamEvent = tuple[dict[Any, Any], int]
 
@@ -202,112 +198,18 @@ def drifting_streams(n_events: int, seed: int, agrawal_width: int) -> list[Strea
     ]  # fmt: skip
 
 
-class KafkaFeed:
-    """Fresh request and feedback topics for one stream, and the round trip of a micro-batch.
+class StreamFeed(Protocol):
+    """Carries one stream's micro-batches to the learner and back as joined examples.
 
-    Each event is produced as a ``RequestEvent`` (what was served) and a ``FeedbackEvent``
-    (the true label), both keyed by request id, then read back with the service's reader,
-    parser and joiner. ``counts`` keeps what was produced, consumed, joined and dropped.
+    ``counts`` keeps what was produced, consumed, joined and dropped, for the report.
     """
 
-    def __init__(self, config: Config, stream: str):
-        from streams import EventProducer, FeedbackJoiner
-
-        self.run_id = uuid.uuid4().hex[:8]
-        base = f"{config.kafka.topic_prefix}.eval.{stream}.{self.run_id}"
-        self.requests_topic, self.feedback_topic = f"{base}.requests", f"{base}.feedback"
-        self.bootstrap = config.kafka.bootstrap_servers
-        self._create_topics(config)
-        self.producer = EventProducer(self.bootstrap, client_id="cl-eval")
-        self.reader = self._open_reader(f"{base}.reader")
-        self.joiner = FeedbackJoiner(max_requests=1_000_000, max_age_s=3600.0)
-        self.index: dict[str, int] = {}  # request_id -> event index
-        self.counts: Counter[str] = Counter()
-
-    def _create_topics(self, config: Config) -> None:
-        from kafka import KafkaAdminClient
-        from kafka.admin import NewTopic
-
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="cl-eval")
-        try:
-            # One partition each: the stream's order is the read order. Replicas as infra does.
-            brokers = 1 if config.kafka.managed else len(admin.describe_cluster().get("brokers") or [1])
-            replicas = min(3, brokers)
-            admin.create_topics([NewTopic(t, 1, replicas) for t in (self.requests_topic, self.feedback_topic)])
-        finally:
-            admin.close()
-
-    def _open_reader(self, group: str, wait_s: float = 15.0) -> Any:
-        from streams import OffsetReader
-
-        deadline = time.monotonic() + wait_s
-        while True:  # a topic created a moment ago may not be in the metadata yet
-            try:
-                return OffsetReader(self.bootstrap, [self.requests_topic, self.feedback_topic], group)
-            except ValueError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    counts: Counter[str]
 
     def round_trip(self, first: int, features: list[list[float]], served: list[Any], labels: list[int],
-                   timeout_s: float = 60.0) -> list[Example]:  # fmt: skip
-        """Produce events ``first, first + 1, ...`` and return their joined examples in event order.
+                   timeout_s: float = 60.0) -> list[Example]: ...  # fmt: skip
 
-        Raises:
-            TimeoutError: not every event came back within ``timeout_s``; names the counts.
-        """
-        from cl.events import FeedbackEvent, RequestEvent
+    def close(self, say: Callable[[str], None]) -> None: ...
 
-        ids = [f"{self.run_id}-{first + i}" for i in range(len(features))]
-        for i, (rid, x, pred, y) in enumerate(zip(ids, features, served, labels)):
-            self.index[rid] = first + i
-            request = RequestEvent(request_id=rid, kind="predict", input={"features": x},
-                                   output={"label": pred.label, "probabilities": pred.probabilities},
-                                   model_version=f"eval-{self.run_id}", arm="champion")  # fmt: skip
-            self.producer.send(self.requests_topic, request, key=rid)
-            self.producer.send(self.feedback_topic, FeedbackEvent(request_id=rid, label=y), key=rid)
-        self.producer.flush()
-        self.counts["requests produced"] += len(ids)
-        self.counts["feedback produced"] += len(ids)
-        joined: list[Example] = []
-        deadline = time.monotonic() + timeout_s
-        while len(joined) < len(ids):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Kafka returned {len(joined)} of {len(ids)} events of the micro-batch at "
-                                   f"{first} within {timeout_s:g} s ({dict(self.counts)}); "
-                                   "is the broker healthy?")
-            for record in self.reader.poll(timeout_ms=100):
-                joined += self._consume(record)
-        self.counts["examples joined"] += len(joined)
-        return sorted(joined, key=lambda ex: self.index[ex.request_id])
 
-    def _consume(self, record: Any) -> list[Example]:
-        from cl.events import FeedbackEvent, RequestEvent, parse_event
-
-        now = time.time()
-        if record.topic == self.requests_topic:
-            self.counts["requests consumed"] += 1
-            event = parse_event(RequestEvent, record.value)
-            result = self.joiner.add_request(event, now=now, partition=record.partition, offset=record.offset)
-        else:
-            self.counts["feedback consumed"] += 1
-            result = self.joiner.add_feedback(parse_event(FeedbackEvent, record.value), now=now)
-        self.counts["duplicates"] += len(result.duplicates)
-        self.counts["unjoined"] += len(result.unjoined)
-        return [Example.from_join(request, feedback) for request, feedback in result.joined]
-
-    def close(self, say: Callable[[str], None]) -> None:
-        """Close the clients and delete the topics (they are this run's alone)."""
-        from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
-
-        self.producer.close()
-        self.reader.close()
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="cl-eval")
-            try:
-                admin.delete_topics([self.requests_topic, self.feedback_topic])
-            finally:
-                admin.close()
-        except KafkaError as e:
-            say(f"could not delete {self.requests_topic} / {self.feedback_topic} ({e}); delete them by hand")
+FeedFactory = Callable[[str], StreamFeed]  # stream name -> a fresh feed for it

@@ -10,7 +10,7 @@ that a pixel almost always blank in training cannot blow up in test).
 * **Permuted digits**: five tasks over all ten classes and the whole training set, each with
   its own fixed permutation of the 64 pixels (task 0 is the identity).
 
-Every method trains the service's :class:`~cl.online_learner.OnlineLearner` on a fresh
+Every method trains the service's :class:`~cl.learning.online_learner.OnlineLearner` on a fresh
 ``build_base_model`` base, with the same model and learner settings except for the thing
 compared: **naive** fine-tuning (replay off), **reservoir** replay (the service's default
 buffer: "ours"), **class-balanced** replay, and **joint** training (all tasks' training data
@@ -38,7 +38,7 @@ from cl.config import LearnerConfig, ModelSection
 from cl.evaluation.cl_metrics import scores
 from cl.evaluation._running import TORCH_THREADS, Progress, torch_threads
 from cl.evaluation.result import Figure, Goal, ProtocolResult, Table
-from cl.example import Example
+from cl.learning.example import Example
 
 __all__ = ["DigitsData", "METHODS", "Task", "load_digits_data", "permuted_tasks", "run", "split_tasks"]
 
@@ -217,8 +217,8 @@ class MethodRun:
 def _train(method: Method, tasks: Sequence[Task], epochs: int, seed: int, scenario: str,
            progress: Progress) -> MethodRun:  # fmt: skip
     """Train a fresh learner with ``method`` through ``tasks``; test after each task (or once, for joint)."""
-    from cl.base_model import build_base_model
-    from cl.online_learner import OnlineLearner
+    from cl.model.base_model import build_base_model
+    from cl.learning.online_learner import OnlineLearner
 
     started = time.perf_counter()
     model = build_base_model(ModelSection(n_features=64, n_labels=N_CLASSES, seed=seed, **MODEL))
@@ -252,7 +252,7 @@ def probe_accuracies(data: DigitsData, seed: int = 0) -> dict[str, float]:
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from cl.base_model import build_base_model
+    from cl.model.base_model import build_base_model
 
     model = build_base_model(ModelSection(n_features=64, n_labels=N_CLASSES, seed=seed, **MODEL))
     pooled: list[np.ndarray] = []

@@ -3,11 +3,11 @@
 Three River streams (SEA with an abrupt drift, Agrawal with a gradual one, Hyperplane drifting
 all the time; see :mod:`cl.evaluation._stream_features`) are scored prequentially
 (test-then-train). Our learner sees each event the way the service would: the client encodes
-its features, the service answers with :func:`cl.inference.predict_batch` on the learning
+its features, the service answers with :func:`cl.serving.inference.predict_batch` on the learning
 adapter, the request and its true label travel as a ``RequestEvent`` and a ``FeedbackEvent``
 through fresh Kafka topics, are read back, parsed with :func:`cl.events.parse_event`, joined
 by the service's :class:`~streams.join.FeedbackJoiner`, turned into examples with
-:meth:`Example.from_join` and learnt by :class:`~cl.online_learner.OnlineLearner` in
+:meth:`Example.from_join` and learnt by :class:`~cl.learning.online_learner.OnlineLearner` in
 micro-batches of consecutive events. Its prediction for an event is the one in
 ``StepReport.predictions`` (made before that micro-batch trained). River's ARF and Hoeffding
 Adaptive Tree run beside it on the identical raw events, ``predict_one`` then ``learn_one``.
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from cl.config import Config, LearnerConfig
-from cl.evaluation._stream_features import KafkaFeed, StreamEvent, StreamSpec, drifting_streams
+from cl.evaluation._stream_features import FeedFactory, StreamEvent, StreamSpec, drifting_streams
 from cl.evaluation._running import TORCH_THREADS, Progress, torch_threads
 from cl.evaluation.result import Figure, Goal, ProtocolResult, Table
 
@@ -64,13 +64,13 @@ class MethodRun:
 
 
 
-def _run_ours(spec: StreamSpec, events: list[StreamEvent], config: Config, learner_config: LearnerConfig, seed: int,
+def _run_ours(spec: StreamSpec, events: list[StreamEvent], feeds: FeedFactory, learner_config: LearnerConfig, seed: int,
               progress: Progress) -> tuple[MethodRun, dict[str, int]]:  # fmt: skip
     """Our learner on ``events`` through Kafka; also returns the Kafka accounting."""
-    from cl.base_model import build_base_model
+    from cl.model.base_model import build_base_model
     from cl.config import ModelSection
-    from cl.inference import PredictItem, predict_batch
-    from cl.online_learner import OnlineLearner
+    from cl.serving.inference import PredictItem, predict_batch
+    from cl.learning.online_learner import OnlineLearner
 
     encoder = spec.encoder()
     model = build_base_model(ModelSection(n_features=encoder.n_features, n_labels=2, seed=seed))
@@ -78,7 +78,7 @@ def _run_ours(spec: StreamSpec, events: list[StreamEvent], config: Config, learn
     n, size = len(events), learner_config.batch_size
     correct, scored, served_labels = np.zeros(n, bool), np.zeros(n, int), np.full(n, -1)
     agree, model_s, kafka_s, detections = 0, 0.0, 0.0, []
-    feed = KafkaFeed(config, spec.name)
+    feed = feeds(spec.name)
     try:
         for first in range(0, n, size):
             chunk = events[first:first + size]
@@ -196,24 +196,23 @@ def _detection_row(spec: StreamSpec, ours: MethodRun) -> list[Any]:
     return [LABELS[spec.name], truth, spec.drift_kind, len(ours.detections), shown or "none", first_after]
 
 
-def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print,
-        config: Config | None = None) -> ProtocolResult:  # fmt: skip
+def run(feeds: FeedFactory, config: Config, quick: bool = False, seed: int = 0,
+        say: Callable[[str], None] = print) -> ProtocolResult:
     """Score our learner (through Kafka), ARF and HAT prequentially on three drifting streams.
 
     Args:
         quick: The test-suite size (2,000 events per stream) instead of 10,000.
         seed: Seeds the streams, the base model, the learner and the River models.
         say: Where progress lines go (about every 5 s).
-        config: The service config naming the Kafka broker; default ``load_config()``.
+        feeds: Makes the feed that carries one stream's events to our learner (the composition
+            root passes ``streams.EvalFeed`` on the service's Kafka).
+        config: The service config the feeds use (named in the report's settings).
 
     Returns:
         The ``drifting_streams`` result: one goal per stream (ours - ARF accuracy >= 0).
     """
     from river import forest, tree
 
-    from cl.config import load_config
-
-    config = config or load_config()
     learner_config = LearnerConfig(holdout_fraction=0.0)
     n, width = SIZES[quick]["n_events"], SIZES[quick]["agrawal_width"]
     after = min(AFTER_DRIFT, n - n // 2)
@@ -226,7 +225,7 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print,
         for spec in streams:
             events = spec.draw()
             say(f"[{NAME}] {spec.name}: {len(events):,} events, drift {spec.drift_kind}")
-            ours, counts = _run_ours(spec, events, config, learner_config, seed, progress)
+            ours, counts = _run_ours(spec, events, feeds, learner_config, seed, progress)
             arf = _run_river(ARF, forest.ARFClassifier(seed=seed), spec, events, progress)
             hat = _run_river(HAT, tree.HoeffdingAdaptiveTreeClassifier(seed=seed), spec, events, progress)
             runs = [ours, arf, hat, _run_majority(events)]
@@ -284,7 +283,7 @@ def _settings(quick: bool, seed: int, streams: list[StreamSpec], learner: Learne
                  "lora_rank 4",
         "baselines": f"river {river.__version__}: forest.ARFClassifier(seed=seed), "
                      "tree.HoeffdingAdaptiveTreeClassifier(seed=seed), default parameters, raw feature dicts",
-        "time per event": "ours: serving forward (cl.inference.predict_batch) + OnlineLearner.learn; Kafka round "
+        "time per event": "ours: serving forward (cl.serving.inference.predict_batch) + OnlineLearner.learn; Kafka round "
                           "trip apart (event building, produce with acks=all, consume, parse, join); River: "
                           "predict_one + learn_one",
         "window after drift (events)": after,

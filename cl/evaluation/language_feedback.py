@@ -4,8 +4,8 @@ The service's model (a frozen, seeded ``build_base_model`` base; only slot 0's L
 learns) serves prompts of the rule task (:mod:`cl.evaluation._rule_task`: ``"a3>"`` wants
 one digit, decided by the prompt's family) with :func:`cl.model.generation.generate` at
 temperature 1, so the policy explores. A rule-based judge gives thumbs up or down on each
-served output, and the event becomes a ``generate`` :class:`~cl.example.Example` that the
-service's :class:`~cl.online_learner.OnlineLearner` learns from, in micro-batches. The rules
+served output, and the event becomes a ``generate`` :class:`~cl.learning.example.Example` that the
+service's :class:`~cl.learning.online_learner.OnlineLearner` learns from, in micro-batches. The rules
 flip at known points: family ``a`` changes its answer while ``b`` goes quiet, then ``a``'s
 old rule returns.
 
@@ -44,15 +44,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from cl.base_model import build_base_model
+from cl.model.base_model import build_base_model
 from cl.config import LearnerConfig, ModelSection
 from cl.evaluation._rule_task import ALPHABET, Phase, default_phases, flip_points, judge, probe_prompts, sample_prompts
 from cl.evaluation._running import TORCH_THREADS, Progress, torch_threads
 from cl.evaluation.result import Figure, ProtocolResult, Table
-from cl.example import Example
+from cl.learning.example import Example
 from cl.model.generation import generate
 from cl.model.tokenizer import ByteTokenizer
-from cl.online_learner import OnlineLearner
+from cl.learning.online_learner import OnlineLearner
 
 __all__ = ["METHODS", "AlphabetPolicy", "Method", "MethodRun", "phase_rates", "run", "sliding_rate"]
 
@@ -107,7 +107,7 @@ class AlphabetPolicy:
     the alphabet's bytes.
 
     Example:
-        >>> from cl.base_model import build_base_model
+        >>> from cl.model.base_model import build_base_model
         >>> from cl.config import ModelSection
         >>> policy = AlphabetPolicy(build_base_model(ModelSection()), "01")
         >>> prompt = ByteTokenizer().batch(["a3>"], pad_side="left")

@@ -12,11 +12,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cl.config import Config
 from cl.evaluation.result import Figure, ProtocolResult, Table
 from cl.events import LifecycleEvent
 
-__all__ = ["ServiceHistory", "read_service_history", "service_report"]
+__all__ = ["ServiceHistory", "service_report"]
 
 ROLLOUT_MARKERS = {"promoted": ("promoted", "tab:green"), "rolled_back": ("rolled back", "tab:orange")}
 
@@ -54,16 +53,6 @@ class ServiceHistory:
             elif e.type in ROLLOUT_MARKERS:
                 rollout.append((e.ts, e.type, str(p.get("version")), str(p.get("reason", ""))))
         return cls(sorted(published, key=lambda r: r[0]), sorted(drifts), sorted(rollout))
-
-
-def read_service_history(config: Config) -> ServiceHistory:
-    from streams import EventTail
-
-    tail = EventTail(config.kafka.bootstrap_servers, config.topics.events, LifecycleEvent, from_beginning=True)
-    try:
-        return ServiceHistory.from_events(tail.read_to_end(), config.mlflow.model_name)
-    finally:
-        tail.close()
 
 
 def service_report(history: ServiceHistory, model_name: str) -> ProtocolResult:

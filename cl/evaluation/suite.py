@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cl.config import Config
+from cl.evaluation._stream_features import FeedFactory
 from cl.evaluation.report import write_index, write_report
 from cl.evaluation.result import ProtocolResult
 
@@ -41,22 +42,26 @@ def check_names(names: list[str]) -> list[str]:
     return names
 
 
-def run_protocol(name: str, *, quick: bool, config: Config | None, say: Callable[[str], None]) -> ProtocolResult:
+def run_protocol(name: str, *, quick: bool, config: Config | None, say: Callable[[str], None],
+                 feeds: FeedFactory | None = None) -> ProtocolResult:  # fmt: skip
+    """Run one protocol; those that go through Kafka also take the config and the feed factory."""
     run = importlib.import_module(PROTOCOLS[check_names([name])[0]]).run
-    kwargs = {"quick": quick, "say": say}
-    if "config" in inspect.signature(run).parameters:  # the protocols that go through Kafka
-        kwargs["config"] = config
+    kwargs: dict = {"quick": quick, "say": say}
+    if "feeds" in inspect.signature(run).parameters:
+        if feeds is None or config is None:
+            raise ValueError(f"protocol {name!r} goes through Kafka: pass config= and feeds= (cl eval does)")
+        kwargs.update(config=config, feeds=feeds)
     return run(**kwargs)
 
 
 def run_suite(names: list[str], *, quick: bool, out: Path, config: Config | None = None,
-              say: Callable[[str], None] = print) -> list[ProtocolResult]:  # fmt: skip
+              say: Callable[[str], None] = print, feeds: FeedFactory | None = None) -> list[ProtocolResult]:  # fmt: skip
     """Run each protocol, write its report into ``out`` as soon as it is done, then the index."""
     results = []
     for name in check_names(names):
         started = time.monotonic()
         say(f"eval: {name} ({'quick' if quick else 'full'}) ...")
-        result = run_protocol(name, quick=quick, config=config, say=lambda line, n=name: say(f"  {n}: {line}"))
+        result = run_protocol(name, quick=quick, config=config, feeds=feeds, say=lambda line, n=name: say(f"  {n}: {line}"))
         path = write_report(result, out)
         goals = "; ".join(f"{g.name} {g.value:.3f} ({'met' if g.met else 'not met'})" for g in result.goals)
         say(f"eval: {name} done in {time.monotonic() - started:.0f} s -> {path}" + (f"; {goals}" if goals else ""))

@@ -1,7 +1,8 @@
 """The MoE transformer with a bank of LoRA adapters, its inputs and its adapter tools.
 
 The domain object is :class:`MoETransformer`; everything else here is a building block
-it is made of or a tool that works on it.
+it is made of or a tool that works on it. ``base_model`` builds the service's frozen base from
+the ``[model]`` config section, the same in every process.
 """
 
 from cl.model.adapters import (
@@ -15,6 +16,7 @@ from cl.model.adapters import (
     reset_adapter,
     save_adapter,
 )
+from cl.model.base_model import base_model_config, build_base_model, load_base_weights, save_base_weights
 from cl.model.attention import Attention, attention_mask
 from cl.model.cache import KVCache
 from cl.model.config import LORA_TARGETS, PRESETS, ModelConfig, ModelConfigError
@@ -46,15 +48,19 @@ __all__ = [
     "adapter_parameters",
     "adapter_state",
     "attention_mask",
+    "base_model_config",
+    "build_base_model",
     "dequantize_int8",
     "freeze_base",
     "generate",
     "load_adapter",
     "load_adapter_state",
+    "load_base_weights",
     "merge_adapter",
     "quantize_experts_int8",
     "quantize_int8",
     "reset_adapter",
     "sample_next",
     "save_adapter",
+    "save_base_weights",
 ]

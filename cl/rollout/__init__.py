@@ -15,7 +15,7 @@ Public API:
 """
 
 from cl.rollout.assignment import StickyAssigner
-from cl.rollout.base import RolloutPolicy
+from cl.rollout.protocol import RolloutPolicy
 from cl.rollout.decision import ACTIONS, Decision
 from cl.rollout.fixed_interval import FixedIntervalPolicy
 from cl.rollout.policy import CanaryPolicy

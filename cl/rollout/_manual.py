@@ -1,6 +1,6 @@
 """Manual actions on a rollout: promote, roll back, roll back to, set traffic (internal).
 
-Mixed into :class:`cl.rollout._base.RolloutBase`, whose state and helpers they use.
+Mixed into :class:`cl.rollout._bookkeeping.RolloutBase`, whose state and helpers they use.
 """
 
 from __future__ import annotations

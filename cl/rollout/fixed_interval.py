@@ -7,7 +7,7 @@ from typing import Any
 
 from cl.config import RolloutConfig
 from cl.rollout._arms import Challenger
-from cl.rollout._base import RolloutBase, Verdict
+from cl.rollout._bookkeeping import RolloutBase, Verdict
 
 _WINDOW = {"n": 0, "good": 0, "champion_n": 0, "champion_good": 0}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from cl.config import RolloutConfig
 from cl.rollout._arms import Challenger
-from cl.rollout._base import RolloutBase, Verdict
+from cl.rollout._bookkeeping import RolloutBase, Verdict
 from cl.rollout.sequential import Comparison, MixtureSPRT
 
 

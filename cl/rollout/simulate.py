@@ -6,7 +6,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from cl.rollout.base import RolloutPolicy
+from cl.rollout.protocol import RolloutPolicy
 from cl.rollout.decision import Decision
 
 

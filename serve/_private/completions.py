@@ -27,8 +27,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from cl.adapter_cache import BASE_VERSION
-from cl.inference import GenerateItem, InputError
+from cl.serving.adapter_cache import BASE_VERSION
+from cl.serving.inference import GenerateItem, InputError
 from serve._private.errors import field_error
 from serve.schemas import CompletionChoice, CompletionRequest, CompletionResponse, CompletionUsage
 

@@ -104,9 +104,10 @@ def test_sliding_accuracy_matches_a_loop():
 @pytest.fixture(scope="module")
 def quick_result(stack):
     from cl.evaluation.drifting_streams import run
+    from streams.eval_feed import EvalFeed
 
     lines: list[str] = []
-    return run(quick=True, seed=0, say=lines.append, config=stack), lines
+    return run(lambda stream: EvalFeed(stack, stream), stack, quick=True, seed=0, say=lines.append), lines
 
 
 def _table(result, title_start: str):

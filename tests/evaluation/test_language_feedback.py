@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from cl.base_model import build_base_model
+from cl.model.base_model import build_base_model
 from cl.config import ModelSection
 from cl.evaluation import _rule_task as task
 from cl.evaluation import language_feedback as lf
 from cl.evaluation.result import ProtocolResult
-from cl.example import check_example
+from cl.learning.example import check_example
 from cl.model.generation import generate
 from cl.model.tokenizer import ByteTokenizer
 

@@ -23,7 +23,7 @@ import pytest
 from cl.config import Config
 from cl.events import DeadLetter, FeedbackEvent, RequestEvent
 from cl.registry import AdapterRegistry
-from cl.simulation import SimulatedUsers
+from cl.testing.simulated_users import SimulatedUsers
 from infra.kafka_broker import KafkaBroker
 from infra.mlflow_server import MLflowServer
 from learners.feedback_loop import FeedbackLoop, LoopLimits

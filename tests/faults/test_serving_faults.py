@@ -19,7 +19,7 @@ import ray
 
 from bench.bench_online import fresh_config
 from bench.bench_soak import SteadyLoad, alive_actors, summarize
-from cl.base_model import build_base_model
+from cl.model.base_model import build_base_model
 from cl.config import Config
 from cl.events import LifecycleEvent
 from cl.registry import ADAPTER_FILE, AdapterRegistry

@@ -19,7 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from cl.config import Config
 from cl.events import DeadLetter, LifecycleEvent, RequestEvent, parse_event
 from cl.registry import AdapterRegistry
-from cl.simulation import SimulatedUsers
+from cl.testing.simulated_users import SimulatedUsers
 from infra.kafka_broker import KafkaBroker
 from learners.feedback_loop import LoopLimits
 from learners.online import run_online_learner

@@ -15,7 +15,7 @@ import pytest
 
 from cl.config import Config
 from cl.events import DeadLetter, FeedbackEvent, LifecycleEvent, RequestEvent
-from cl.simulation import SimulatedUsers
+from cl.testing.simulated_users import SimulatedUsers
 from infra.kafka_broker import KafkaBroker
 from learners.feedback_loop import FeedbackLoop, LoopLimits
 from streams import EventProducer, EventTail

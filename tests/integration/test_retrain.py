@@ -13,10 +13,10 @@ import pytest
 from cl.config import Config
 from cl.events import FeedbackEvent, LifecycleEvent, RequestEvent
 from cl.registry import AdapterRegistry
-from cl.simulation import SimulatedUsers
+from cl.testing.simulated_users import SimulatedUsers
 from infra.kafka_broker import KafkaBroker
-from cl.base_model import build_base_model
-from cl.eval_set import is_held_out, score_adapter
+from cl.model.base_model import build_base_model
+from cl.learning.eval_set import is_held_out, score_adapter
 from learners.retrain import RetrainError, RetrainOptions, collect_examples, retrain
 from streams import EventProducer, EventTail
 

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import ray
 
-from cl.base_model import build_base_model
+from cl.model.base_model import build_base_model
 from cl.config import Config
 from cl.events import LifecycleEvent
-from cl.example import Example
-from cl.online_learner import OnlineLearner
+from cl.learning.example import Example
+from cl.learning.online_learner import OnlineLearner
 from cl.registry import AdapterRegistry
-from cl.simulation import SimulatedUsers
+from cl.testing.simulated_users import SimulatedUsers
 from infra.kafka_broker import KafkaBroker
 from streams import EventProducer
 
@@ -138,7 +138,7 @@ def test_a_bad_challenger_is_rolled_back_by_itself(rollout):
 def test_manual_rollback_serves_the_older_version_on_the_next_request(rollout, capsys):
     import argparse
 
-    from cl.cli import _promote, _rollback, _versions
+    from cl.cli.admin import promote as _promote, rollback as _rollback, versions as _versions
 
     client, config = rollout["client"], rollout["config"]
     started = time.perf_counter()

@@ -6,10 +6,10 @@ import dataclasses
 
 import torch
 
-from cl.base_model import BASE_BIAS, base_state, build_base_model, save_base_weights
-from cl.base_training import train_base
+from cl.model.base_model import BASE_BIAS, base_state, build_base_model, save_base_weights
+from cl.learning.base_training import train_base
 from cl.config import ModelSection
-from cl.example import Example
+from cl.learning.example import Example
 
 
 def _examples(n: int, section: ModelSection) -> list[Example]:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.serve.conftest import random_adapter
+from tests.serving.conftest import random_adapter
 
 pytestmark = pytest.mark.integration
 
@@ -232,7 +232,7 @@ def test_invalid_feedback_gets_422_naming_the_field(served, body, field, words):
 
 
 def test_a_published_version_is_served_within_seconds(served):
-    from cl.base_model import build_base_model
+    from cl.model.base_model import build_base_model
     from cl.events import LifecycleEvent
     from cl.registry import AdapterRegistry
     from streams import EventProducer

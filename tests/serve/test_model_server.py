@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from cl.base_model import build_base_model
+from cl.model.base_model import build_base_model
 from cl.config import Config
 from serve.model_server import ModelServer
-from tests.serve.conftest import random_adapter
+from tests.serving.conftest import random_adapter
 
 torch.set_num_threads(1)
 
