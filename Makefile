@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test setup up down status bench lock clean
+.PHONY: run test test-unit format setup up down status bench lock clean
 
 run: setup
 	$(BIN)/cl run
@@ -13,6 +13,15 @@ run: setup
 # pytest exits 5 when it collected no test; anything else is passed on.
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+# The seconds-fast part: unit tests and doctests, no Kafka, MLflow or Ray started (about 2 minutes on 2 cores).
+test-unit: setup
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# Lay the code out and fix what the linter can (tests/test_style.py checks both).
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 setup: $(STAMP)
 

@@ -42,8 +42,9 @@ def select(only: str | None) -> list[str]:
     asked = [name.strip() for name in only.split(",") if name.strip()]
     unknown = [name for name in asked if name not in BENCHMARKS]
     if unknown or not asked:
-        raise ValueError(f"unknown benchmark {', '.join(map(repr, unknown)) or repr(only)}; "
-                         f"choose from {', '.join(BENCHMARKS)}")  # fmt: skip
+        raise ValueError(
+            f"unknown benchmark {', '.join(map(repr, unknown)) or repr(only)}; choose from {', '.join(BENCHMARKS)}"
+        )
     return [name for name in BENCHMARKS if name in asked]
 
 

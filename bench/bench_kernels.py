@@ -260,7 +260,9 @@ def bench_gpu(
                 f"{ratio:>11} {gbps:>7.0f} {100 * gbps / peak_gbps:>6.1f}% {tflops:>8.1f} {err:>8.1e}"
             )
     print("  GB/s and TFLOP/s use the faster of eager and CUDA graph; err = max |triton - ref| / max |ref|")
-    print("  bytes = U*3*f*d*w_bytes (+ U*(2f+d)*4 int8 scales) + a_bytes*(2*T*d + 2*P*f + 2*P*d), U = distinct experts")
+    print(
+        "  bytes = U*3*f*d*w_bytes (+ U*(2f+d)*4 int8 scales) + a_bytes*(2*T*d + 2*P*f + 2*P*d), U = distinct experts"
+    )
 
     n, L, d, r = lora_sizes
     x = torch.randn(n, d, device=dev, dtype=dt)

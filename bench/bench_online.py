@@ -51,11 +51,20 @@ def produce_stream(config: Config, n: int, seed: int = 0) -> None:
     producer = EventProducer(config.kafka.bootstrap_servers)
     for _ in range(n):
         x = users.query()
-        request = RequestEvent(request_id=uuid.uuid4().hex, kind="predict", input={"features": x},
-                               output={"label": int(rng.integers(config.model.n_labels))}, model_version="base", arm="champion")  # fmt: skip
+        request = RequestEvent(
+            request_id=uuid.uuid4().hex,
+            kind="predict",
+            input={"features": x},
+            output={"label": int(rng.integers(config.model.n_labels))},
+            model_version="base",
+            arm="champion",
+        )
         producer.send(config.topics.requests, request, key=request.request_id)
-        producer.send(config.topics.feedback, FeedbackEvent(request_id=request.request_id, **users.feedback(x, request.output.label)),
-                      key=request.request_id)  # fmt: skip
+        producer.send(
+            config.topics.feedback,
+            FeedbackEvent(request_id=request.request_id, **users.feedback(x, request.output.label)),
+            key=request.request_id,
+        )
     producer.flush(60)
     producer.close()
 
@@ -66,7 +75,9 @@ def bench_absorption(base: Config, n: int) -> dict[str, float]:
 
     config = fresh_config(base)
     produce_stream(config, n)
-    reader = OffsetReader(config.kafka.bootstrap_servers, [config.topics.requests, config.topics.feedback], f"raw-{uuid.uuid4().hex}")
+    reader = OffsetReader(
+        config.kafka.bootstrap_servers, [config.topics.requests, config.topics.feedback], f"raw-{uuid.uuid4().hex}"
+    )
     start, got = time.perf_counter(), 0
     while got < 2 * n:
         got += len(reader.poll(timeout_ms=500))
@@ -124,14 +135,22 @@ def bench_serving(base: Config, n: int, concurrency: int = 32) -> dict[str, floa
         url = deploy(config, batching=batching)
         rate, lat, failed = _load(url, "/v1/predict", bodies, concurrency)
         key = "batched" if batching else "unbatched"
-        out[f"predict_{key}_rps"], out[f"predict_{key}_p50_ms"], out[f"predict_{key}_p99_ms"] = rate, _p(lat, 50) * 1e3, _p(lat, 99) * 1e3
+        out[f"predict_{key}_rps"], out[f"predict_{key}_p50_ms"], out[f"predict_{key}_p99_ms"] = (
+            rate,
+            _p(lat, 50) * 1e3,
+            _p(lat, 99) * 1e3,
+        )
         out[f"predict_{key}_failures"] = failed
         if batching:
             with httpx.Client(base_url=url, timeout=60) as client:
                 ids = [client.post("/v1/predict", json=b).json()["request_id"] for b in bodies[: min(n, 400)]]
             feedback = [{"request_id": ids[i % len(ids)], "thumbs": "up"} for i in range(n)]
             rate, lat, failed = _load(url, "/v1/feedback", feedback, concurrency)
-            out["feedback_rps"], out["feedback_p50_ms"], out["feedback_p99_ms"] = rate, _p(lat, 50) * 1e3, _p(lat, 99) * 1e3
+            out["feedback_rps"], out["feedback_p50_ms"], out["feedback_p99_ms"] = (
+                rate,
+                _p(lat, 50) * 1e3,
+                _p(lat, 99) * 1e3,
+            )
             out["feedback_failures"] = failed
     out.update(_replica_batching(config, bodies, concurrency))
     shutdown(config)
@@ -164,13 +183,18 @@ def _replica_batching(config: Config, bodies: list[dict], concurrency: int) -> d
         return await drive(handle.predict), await drive(handle.predict_unbatched)
 
     batched, unbatched = asyncio.run(both())
-    return {"replica_batched_rps": batched, "replica_unbatched_rps": unbatched, "replica_batching_speedup": batched / unbatched}
+    return {
+        "replica_batched_rps": batched,
+        "replica_unbatched_rps": unbatched,
+        "replica_batching_speedup": batched / unbatched,
+    }
 
 
 def bench_freshness(base: Config, samples: int) -> dict[str, float]:
     """Post one rating at a time; time until a served response comes from a version that has it."""
-    from learners.jobs import submit_learner
     from ray.job_submission import JobSubmissionClient
+
+    from learners.jobs import submit_learner
     from serve.app import deploy, shutdown
 
     config = fresh_config(base)
@@ -188,7 +212,9 @@ def bench_freshness(base: Config, samples: int) -> dict[str, float]:
             x = users.query()
             served = client.post("/v1/predict", json={"features": x}).json()
             accepted = time.perf_counter()
-            client.post("/v1/feedback", json={"request_id": served["request_id"], **users.feedback(x, served["label"])}).raise_for_status()
+            client.post(
+                "/v1/feedback", json={"request_id": served["request_id"], **users.feedback(x, served["label"])}
+            ).raise_for_status()
             while True:
                 version = client.post("/v1/predict", json={"features": x}).json()["model_version"]
                 if version not in seen_by_version:
@@ -211,17 +237,25 @@ def main(argv: list[str] | None = None) -> None:
     base = load_config()
     print("== learner absorption vs raw Kafka read (same records, same run)")
     a = bench_absorption(base, args.events)
-    print(f"   raw read {a['raw_read_events_per_s']:.0f} events/s | learner {a['learner_events_per_s']:.0f} events/s "
-          f"| ratio {a['learner_events_per_s'] / a['raw_read_events_per_s']:.2f} | versions {a['versions_published']:.0f}")  # fmt: skip
+    print(
+        f"   raw read {a['raw_read_events_per_s']:.0f} events/s | learner {a['learner_events_per_s']:.0f} events/s "
+        f"| ratio {a['learner_events_per_s'] / a['raw_read_events_per_s']:.2f} | versions {a['versions_published']:.0f}"
+    )
     print("== serving at concurrency 32: dynamic batching vs none; feedback endpoint")
     s = bench_serving(base, args.requests)
-    print(f"   predict batched {s['predict_batched_rps']:.0f} req/s (p99 {s['predict_batched_p99_ms']:.0f} ms) | "
-          f"unbatched {s['predict_unbatched_rps']:.0f} req/s (p99 {s['predict_unbatched_p99_ms']:.0f} ms) | "
-          f"speed-up {s['batching_speedup']:.2f}x")  # fmt: skip
-    print(f"   model replica alone (DeploymentHandle, no HTTP): batched {s['replica_batched_rps']:.0f} req/s | "
-          f"unbatched {s['replica_unbatched_rps']:.0f} req/s | speed-up {s['replica_batching_speedup']:.2f}x")  # fmt: skip
-    print(f"   feedback {s['feedback_rps']:.0f} req/s, p50 {s['feedback_p50_ms']:.1f} ms, p99 {s['feedback_p99_ms']:.1f} ms, "
-          f"failures {s['feedback_failures']:.0f}")  # fmt: skip
+    print(
+        f"   predict batched {s['predict_batched_rps']:.0f} req/s (p99 {s['predict_batched_p99_ms']:.0f} ms) | "
+        f"unbatched {s['predict_unbatched_rps']:.0f} req/s (p99 {s['predict_unbatched_p99_ms']:.0f} ms) | "
+        f"speed-up {s['batching_speedup']:.2f}x"
+    )
+    print(
+        f"   model replica alone (DeploymentHandle, no HTTP): batched {s['replica_batched_rps']:.0f} req/s | "
+        f"unbatched {s['replica_unbatched_rps']:.0f} req/s | speed-up {s['replica_batching_speedup']:.2f}x"
+    )
+    print(
+        f"   feedback {s['feedback_rps']:.0f} req/s, p50 {s['feedback_p50_ms']:.1f} ms, p99 {s['feedback_p99_ms']:.1f} ms, "
+        f"failures {s['feedback_failures']:.0f}"
+    )
     print("== freshness: rating accepted -> served by a version that includes it")
     f = bench_freshness(base, args.samples)
     print(f"   p50 {f['freshness_p50_s']:.2f} s | p95 {f['freshness_p95_s']:.2f} s over {f['samples']} ratings")

@@ -25,9 +25,9 @@ import httpx
 import ray
 
 from bench.bench_online import fresh_config
-from cl.model.base_model import build_base_model
 from cl.config import Config, load_config
 from cl.events import LifecycleEvent
+from cl.model.base_model import build_base_model
 from cl.registry import AdapterRegistry
 from streams import EventProducer
 
@@ -38,8 +38,9 @@ def _publish_challenger(config: Config) -> str:
     """Register an adapter and announce it, as the learner would: the controller starts a rollout."""
     registry = AdapterRegistry(config.mlflow.tracking_uri, config.mlflow.model_name)
     model = build_base_model(config.model)
-    version = registry.publish(model.adapter_state(0), tags={"base_version": config.model.base_version,
-                                                             "events_seen": "0", "reason": "bench"})  # fmt: skip
+    version = registry.publish(
+        model.adapter_state(0), tags={"base_version": config.model.base_version, "events_seen": "0", "reason": "bench"}
+    )
     producer = EventProducer(config.kafka.bootstrap_servers)
     payload = {"version": version, "model_name": config.mlflow.model_name, "base_version": config.model.base_version}
     producer.send_and_wait(config.topics.events, LifecycleEvent(type="version_published", payload=payload))
@@ -125,12 +126,18 @@ def run(base: Config, trials: int, threads: int) -> list[float]:
             for trial in range(trials):
                 # A rolled-back version is judged for good: every trial rolls out a new one.
                 challenger = _publish_challenger(config)
-                _wait_for(lambda: challenger in ray.get(controller.status.remote())["challengers"], 60,
-                          f"the rollout of version {challenger} to start")  # fmt: skip
+                _wait_for(
+                    lambda: challenger in ray.get(controller.status.remote())["challengers"],
+                    60,
+                    f"the rollout of version {challenger} to start",
+                )
                 ray.get(controller.set_traffic.remote(challenger, 1.0, "bench: all traffic to the challenger"))
                 t_all = time.time()
-                _wait_for(lambda: any(a == "challenger" for _, a in recorder.since(t_all + 0.3)), 30,
-                          "the challenger to answer")  # fmt: skip
+                _wait_for(
+                    lambda: any(a == "challenger" for _, a in recorder.since(t_all + 0.3)),
+                    30,
+                    "the challenger to answer",
+                )
                 time.sleep(0.5)
                 decision = ray.get(controller.rollback.remote(None, "bench: rollback"))
                 decided_at = next(d["ts"] for d in decision if d["action"] == "rollback")
@@ -138,9 +145,11 @@ def run(base: Config, trials: int, threads: int) -> list[float]:
                 answers = recorder.since(decided_at - 0.5)
                 r = reaction_s(answers, decided_at)
                 gaps = [b[0] - a[0] for a, b in zip(answers, answers[1:])]
-                print(f"trial {trial + 1}/{trials}: reaction {'never' if r is None else f'{r * 1000:.0f} ms'} "
-                      f"(requests {len(answers)}, mean send interval {1000 * statistics.fmean(gaps):.0f} ms)",
-                      flush=True)  # fmt: skip
+                print(
+                    f"trial {trial + 1}/{trials}: reaction {'never' if r is None else f'{r * 1000:.0f} ms'} "
+                    f"(requests {len(answers)}, mean send interval {1000 * statistics.fmean(gaps):.0f} ms)",
+                    flush=True,
+                )
                 if r is not None:
                     reactions.append(r)
         return reactions
@@ -149,7 +158,9 @@ def run(base: Config, trials: int, threads: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_rollback_reaction", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_rollback_reaction", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--threads", type=int, default=4, help="client threads sending predict requests")
     args = parser.parse_args(argv)
@@ -159,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ms = sorted(r * 1000 for r in reactions)
     met = "met" if max(ms) <= GOAL_S * 1000 else "NOT met"
-    print(f"\nrollback reaction over {len(ms)} trials (decision -> every request sent later answered by the "
-          f"champion): median {statistics.median(ms):.0f} ms, max {ms[-1]:.0f} ms; "
-          f"goal <= {GOAL_S * 1000:.0f} ms: {met}")  # fmt: skip
+    print(
+        f"\nrollback reaction over {len(ms)} trials (decision -> every request sent later answered by the "
+        f"champion): median {statistics.median(ms):.0f} ms, max {ms[-1]:.0f} ms; "
+        f"goal <= {GOAL_S * 1000:.0f} ms: {met}"
+    )
     return 0
 
 

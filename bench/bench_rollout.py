@@ -99,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     print("== rollout policies on simulated rated traffic (challenger starts at 10%; decide after every request)")
     print(f"   canary: {', '.join(f'{k}={v}' for k, v in asdict(cfg).items() if k != 'memory_users')}")
     print(f"   fixed interval: {', '.join(f'{k}={v}' for k, v in BASELINE.items())} (+ the same steps and guards)")
-    header = f"{'scenario':<20} {'policy':<15} {'runs':>5} {'rolled back':>12} {'promoted':>9} {'undecided':>9} " \
-             f"{'ch. events median':>17} {'p90':>6} {'requests median':>15}"  # fmt: skip
+    header = (
+        f"{'scenario':<20} {'policy':<15} {'runs':>5} {'rolled back':>12} {'promoted':>9} {'undecided':>9} "
+        f"{'ch. events median':>17} {'p90':>6} {'requests median':>15}"
+    )
     print(header)
     print("-" * len(header))
     results = {}
@@ -110,24 +112,33 @@ def main(argv: list[str] | None = None) -> int:
             for name in POLICIES:
                 r = results[label, name] = run_scenario(pool, name, scenario, n)
                 rate = f"{r['rolled_back']} ({r['rolled_back'] / n:.1%})"
-                print(f"{label:<20} {name:<15} {n:>5} {rate:>12} {r['promoted']:>9} {r['undecided']:>9} "
-                      f"{r['events_median']:>17.0f} {r['events_p90']:>6.0f} {r['requests_median']:>15.0f}", flush=True)  # fmt: skip
-    print(f"   rolled back in A/A runs = false rollbacks; ch. events = challenger ratings until the verdict "
-          f"(rollback for 'worse', promotion otherwise); "
-          f"{time.perf_counter() - start:.0f} s with {args.workers} worker(s)")  # fmt: skip
+                print(
+                    f"{label:<20} {name:<15} {n:>5} {rate:>12} {r['promoted']:>9} {r['undecided']:>9} "
+                    f"{r['events_median']:>17.0f} {r['events_p90']:>6.0f} {r['requests_median']:>15.0f}",
+                    flush=True,
+                )
+    print(
+        f"   rolled back in A/A runs = false rollbacks; ch. events = challenger ratings until the verdict "
+        f"(rollback for 'worse', promotion otherwise); "
+        f"{time.perf_counter() - start:.0f} s with {args.workers} worker(s)"
+    )
     print("== goals")
     for label in ("worse 0.6 vs 0.4", "worse 0.5 vs 0.3"):
         for name in POLICIES:
             r = results[label, name]
-            print(f"   detection {label}, {name}: median {r['events_median']:.0f}, p90 {r['events_p90']:.0f} "
-                  f"challenger events (goal <= 200){'' if r['events_p90'] <= 200 else ' -- p90 above the goal'}")  # fmt: skip
+            print(
+                f"   detection {label}, {name}: median {r['events_median']:.0f}, p90 {r['events_p90']:.0f} "
+                f"challenger events (goal <= 200){'' if r['events_p90'] <= 200 else ' -- p90 above the goal'}"
+            )
     for label in ("A/A 0.6 vs 0.6", "A/A 0.9 vs 0.9"):
         for name in POLICIES:
             r = results[label, name]
             k, n = r["rolled_back"], r["runs"]
             rules = f", rules: {', '.join(r['rules'])}" if r["rules"] else ""
-            print(f"   false rollbacks {label}, {name}: {k}/{n} = {k / n:.2%} (95% upper bound {wilson_upper(k, n):.2%}"
-                  f"{rules}; goal <= 1%){'' if k / n <= 0.01 else ' -- above the goal'}")  # fmt: skip
+            print(
+                f"   false rollbacks {label}, {name}: {k}/{n} = {k / n:.2%} (95% upper bound {wilson_upper(k, n):.2%}"
+                f"{rules}; goal <= 1%){'' if k / n <= 0.01 else ' -- above the goal'}"
+            )
     return 0
 
 

@@ -40,7 +40,17 @@ from bench.bench_online import fresh_config
 from cl.config import Config, load_config
 from cl.testing.simulated_users import SimulatedUsers
 
-__all__ = ["Call", "LearnerProcess", "RetryingClient", "RssSampler", "SoakReport", "SteadyLoad", "alive_actors", "run_soak", "summarize"]
+__all__ = [
+    "Call",
+    "LearnerProcess",
+    "RetryingClient",
+    "RssSampler",
+    "SoakReport",
+    "SteadyLoad",
+    "alive_actors",
+    "run_soak",
+    "summarize",
+]
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_RETRIES = 5
@@ -149,8 +159,9 @@ class SteadyLoad:
         seed: Seeds the simulated users.
     """
 
-    def __init__(self, url: str, config: Config, *, rate: float, feedback_share: float = 1.0, threads: int = 4,
-                 seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, url: str, config: Config, *, rate: float, feedback_share: float = 1.0, threads: int = 4, seed: int = 0
+    ) -> None:
         self.url = url
         self.config = config
         self.rate = rate
@@ -163,8 +174,10 @@ class SteadyLoad:
         self._workers: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._workers = [threading.Thread(target=self._run, args=(i,), name=f"soak-client-{i}", daemon=True)
-                         for i in range(self.threads)]  # fmt: skip
+        self._workers = [
+            threading.Thread(target=self._run, args=(i,), name=f"soak-client-{i}", daemon=True)
+            for i in range(self.threads)
+        ]
         for worker in self._workers:
             worker.start()
 
@@ -189,7 +202,11 @@ class SteadyLoad:
                 served = client.post("predict", "/v1/predict", {"features": [float(v) for v in x]})
                 self._record(served)
                 if served.ok and rng.random() < self.feedback_share:
-                    body = {"request_id": served.body["request_id"], "label": int(users.truth(x)), "event_id": uuid.uuid4().hex}
+                    body = {
+                        "request_id": served.body["request_id"],
+                        "label": int(users.truth(x)),
+                        "event_id": uuid.uuid4().hex,
+                    }
                     self._record(client.post("feedback", "/v1/feedback", body))
         finally:
             client.close()
@@ -203,7 +220,9 @@ def _percentile_ms(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1e3 if values else float("nan")
 
 
-def summarize(calls: list[Call], kind: str, since: float = float("-inf"), until: float = float("inf")) -> dict[str, Any]:
+def summarize(
+    calls: list[Call], kind: str, since: float = float("-inf"), until: float = float("inf")
+) -> dict[str, Any]:
     """Counts and latency percentiles of the ``kind`` calls started in ``[since, until)``.
 
     Returns:
@@ -261,7 +280,9 @@ def serving_processes(config: Config) -> dict[str, int]:
             found[name if name not in found else f"{name}-{sum(k.startswith(name) for k in found)}"] = actor.pid
     missing = sorted(set(wanted.values()) - {k.split("-")[0] for k in found})
     if missing:
-        raise RuntimeError(f"no live Ray actor for {', '.join(missing)} of app {config.app!r}; is it deployed (serve.app.deploy)?")
+        raise RuntimeError(
+            f"no live Ray actor for {', '.join(missing)} of app {config.app!r}; is it deployed (serve.app.deploy)?"
+        )
     return found
 
 
@@ -333,7 +354,9 @@ class RssSampler:
         would add in one steady phase."""
         points = [(t, rss) for t, rss in self.samples[name] if since <= t <= until]
         half = [(t, rss) for t, rss in points if t >= (since + until) / 2]
-        slope = float(np.polyfit([t for t, _ in half], [r for _, r in half], 1)[0]) / MB if len(half) >= 3 else float("nan")
+        slope = (
+            float(np.polyfit([t for t, _ in half], [r for _, r in half], 1)[0]) / MB if len(half) >= 3 else float("nan")
+        )
         return {
             "start_mb": points[0][1] / MB if points else float("nan"),
             "end_mb": points[-1][1] / MB if points else float("nan"),
@@ -376,7 +399,9 @@ class LearnerProcess:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe(duplex=False)
         limits = {"max_events": None, "idle_exit_s": idle_exit_s, "max_runtime_s": None}
-        self.process = context.Process(target=_learner_main, args=(config.to_dict(), limits, child), name="soak-learner")
+        self.process = context.Process(
+            target=_learner_main, args=(config.to_dict(), limits, child), name="soak-learner"
+        )
         self.process.start()
         child.close()
 
@@ -399,7 +424,9 @@ class LearnerProcess:
         Raises:
             RuntimeError: It failed, or did not stop within ``timeout_s``.
         """
-        metrics = self._receive("metrics", timeout_s, f"the learner did not stop within {timeout_s:g} s of the load's end")
+        metrics = self._receive(
+            "metrics", timeout_s, f"the learner did not stop within {timeout_s:g} s of the load's end"
+        )
         self.process.join(30)
         return metrics
 
@@ -440,21 +467,38 @@ class SoakReport:
         ]
         for kind in ("predict", "feedback"):
             s, whole = getattr(self, kind), self.whole_run[kind]
-            lines.append(f"| {kind} | {s['sent']} | {s['rate_per_s']:.1f} | {whole['raw_failures']} | {whole['failed']} | "
-                         f"{s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['p99_ms']:.0f} |")  # fmt: skip
-        lines += ["", "| process | RSS start MB | RSS end MB | max MB | slope of 2nd half MB/s | x duration MB |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+            lines.append(
+                f"| {kind} | {s['sent']} | {s['rate_per_s']:.1f} | {whole['raw_failures']} | {whole['failed']} | "
+                f"{s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['p99_ms']:.0f} |"
+            )
+        lines += [
+            "",
+            "| process | RSS start MB | RSS end MB | max MB | slope of 2nd half MB/s | x duration MB |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, r in self.rss.items():
-            lines.append(f"| {name} | {r['start_mb']:.0f} | {r['end_mb']:.0f} | {r['max_mb']:.0f} | "
-                         f"{r['slope_mb_per_s']:+.3f} | {r['projected_growth_mb']:+.1f} |")  # fmt: skip
-        lines.append(f"\nfeedback accepted {self.accepted_feedback}, learned {self.learned_events}, "
-                     f"versions published {self.versions_published}")  # fmt: skip
+            lines.append(
+                f"| {name} | {r['start_mb']:.0f} | {r['end_mb']:.0f} | {r['max_mb']:.0f} | "
+                f"{r['slope_mb_per_s']:+.3f} | {r['projected_growth_mb']:+.1f} |"
+            )
+        lines.append(
+            f"\nfeedback accepted {self.accepted_feedback}, learned {self.learned_events}, "
+            f"versions published {self.versions_published}"
+        )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
-def run_soak(base: Config, *, seconds: float, warmup_s: float, rate: float, threads: int = 4,
-             sample_every_s: float = 2.0, snapshot_every_s: float = 5.0) -> SoakReport:  # fmt: skip
+def run_soak(
+    base: Config,
+    *,
+    seconds: float,
+    warmup_s: float,
+    rate: float,
+    threads: int = 4,
+    sample_every_s: float = 2.0,
+    snapshot_every_s: float = 5.0,
+) -> SoakReport:
     """Deploy a fresh app, start a learner, run steady load, sample memory; take it all down.
 
     Args:
@@ -517,7 +561,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=180.0, help="length of the judged steady phase")
     parser.add_argument("--warmup", type=float, default=20.0, help="load before the steady phase")
     parser.add_argument("--rate", type=float, default=20.0, help="predicts/s (each gets its feedback)")
-    parser.add_argument("--threads", type=int, default=8, help="client threads (each sends a predict, then its feedback)")
+    parser.add_argument(
+        "--threads", type=int, default=8, help="client threads (each sends a predict, then its feedback)"
+    )
     args = parser.parse_args(argv)
     print(f"== soak: {args.rate:g} predicts/s + {args.rate:g} feedbacks/s for {args.warmup:g} + {args.seconds:g} s")
     report = run_soak(load_config(), seconds=args.seconds, warmup_s=args.warmup, rate=args.rate, threads=args.threads)

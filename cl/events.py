@@ -178,9 +178,7 @@ class RequestEvent(Event):
     @model_validator(mode="after")
     def _output_matches_kind(self) -> RequestEvent:
         if self.kind == "predict" and self.output.label is None:
-            raise PydanticCustomError(
-                "kind_mismatch", "kind 'predict' needs output.label", {"field": "output.label"}
-            )
+            raise PydanticCustomError("kind_mismatch", "kind 'predict' needs output.label", {"field": "output.label"})
         if self.kind == "generate" and self.output.text is None:
             raise PydanticCustomError("kind_mismatch", "kind 'generate' needs output.text", {"field": "output.text"})
         return self
@@ -200,7 +198,7 @@ class FeedbackEvent(Event):
             # "exactly one of the four is present and not null", as the validator enforces
             "oneOf": [
                 {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in FEEDBACK_SIGNALS
-            ]
+            ],
         }
     )
 

@@ -86,7 +86,9 @@ class LocalService:
             fix = f"run `cl up` to start it (its log: {self.log_file})"
         else:
             fix = self.external_fix
-        return ComponentStatus(self.name, self.address, healthy, version, self.managed, "" if healthy else "not answering", fix)
+        return ComponentStatus(
+            self.name, self.address, healthy, version, self.managed, "" if healthy else "not answering", fix
+        )
 
     def stop(self) -> None:
         if self.managed:

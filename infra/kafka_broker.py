@@ -57,7 +57,15 @@ def java_command(jar_dir: Path, heap_mb: int, *args: str) -> list[str]:
 
 
 def broker_properties(
-    *, node_id: int, host: str, port: int, controller_port: int, voters: str, data_dir: Path, replication: int = 1, min_isr: int = 1
+    *,
+    node_id: int,
+    host: str,
+    port: int,
+    controller_port: int,
+    voters: str,
+    data_dir: Path,
+    replication: int = 1,
+    min_isr: int = 1,
 ) -> dict[str, str]:
     """``server.properties`` of one combined broker + controller node in KRaft mode.
 
@@ -92,7 +100,9 @@ def write_properties(path: Path, props: dict[str, str]) -> None:
     path.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
 
 
-def format_storage(java: list[str], properties_file: Path, data_dir: Path, cluster_id: str | None = None, fix: str = "") -> None:
+def format_storage(
+    java: list[str], properties_file: Path, data_dir: Path, cluster_id: str | None = None, fix: str = ""
+) -> None:
     """Format a node's KRaft storage once (a formatted ``data_dir`` is left as it is).
 
     Args:
@@ -108,7 +118,15 @@ def format_storage(java: list[str], properties_file: Path, data_dir: Path, clust
     if (data_dir / "meta.properties").exists():
         return
     cluster_id = cluster_id or new_cluster_id()
-    cmd = [*java, _STORAGE_TOOL, "format", f"--cluster-id={cluster_id}", "-c", str(properties_file), "--ignore-formatted"]
+    cmd = [
+        *java,
+        _STORAGE_TOOL,
+        "format",
+        f"--cluster-id={cluster_id}",
+        "-c",
+        str(properties_file),
+        "--ignore-formatted",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise StackError(f"Kafka: formatting KRaft storage in {data_dir} failed:\n{result.stdout}{result.stderr}", fix)
@@ -143,11 +161,16 @@ class KafkaBroker(LocalService):
         mvn = _require_tool("mvn", "install Maven (Debian: apt-get install maven)")
         self.jar_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
-            mvn, "-q", "-B", "-f", str(_RESOURCES / "pom.xml"),
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(_RESOURCES / "pom.xml"),
             f"-Dkafka.version={self.kafka.version}",
-            "dependency:copy-dependencies", "-DincludeScope=runtime",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
             f"-DoutputDirectory={self.jar_dir.resolve()}",
-        ]  # fmt: skip
+        ]
         logging.getLogger(__name__).info("fetching Kafka %s jars with Maven", self.kafka.version)
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0 or not any(self.jar_dir.glob("kafka_2.13-*.jar")):
@@ -166,9 +189,13 @@ class KafkaBroker(LocalService):
     def _write_properties(self) -> None:
         k = self.kafka
         props = broker_properties(
-            node_id=1, host=k.host, port=k.port, controller_port=k.controller_port,
-            voters=f"1@{k.host}:{k.controller_port}", data_dir=self.data_dir,
-        )  # fmt: skip
+            node_id=1,
+            host=k.host,
+            port=k.port,
+            controller_port=k.controller_port,
+            voters=f"1@{k.host}:{k.controller_port}",
+            data_dir=self.data_dir,
+        )
         write_properties(self.properties_file, props)
 
     def _format_storage(self) -> None:

@@ -37,7 +37,14 @@ from typing import Callable
 from cl.config import load_config
 from infra._private.process import free_port, log_tail, port_open, read_pid, start_detached, stop_process
 from infra.errors import StackError
-from infra.kafka_broker import KafkaBroker, broker_properties, format_storage, java_command, new_cluster_id, write_properties
+from infra.kafka_broker import (
+    KafkaBroker,
+    broker_properties,
+    format_storage,
+    java_command,
+    new_cluster_id,
+    write_properties,
+)
 from infra.ray_head import _SIDE_PORTS
 
 HOST = "127.0.0.1"
@@ -101,22 +108,38 @@ class KafkaCluster:
         java = java_command(self.jar_dir, self.heap_mb)
         for n in self.nodes:
             n.dir.mkdir(parents=True, exist_ok=True)
-            props = broker_properties(node_id=n.node_id, host=HOST, port=n.port, controller_port=n.controller_port,
-                                      voters=voters, data_dir=n.dir / "data", replication=self.size, min_isr=2)  # fmt: skip
+            props = broker_properties(
+                node_id=n.node_id,
+                host=HOST,
+                port=n.port,
+                controller_port=n.controller_port,
+                voters=voters,
+                data_dir=n.dir / "data",
+                replication=self.size,
+                min_isr=2,
+            )
             write_properties(n.dir / "server.properties", props)
             format_storage(java, n.dir / "server.properties", n.dir / "data", cluster_id)
         for n in self.nodes:
             self.start_node(n)
 
     def start_node(self, n: KafkaNode) -> None:
-        start_detached(java_command(self.jar_dir, self.heap_mb, "kafka.Kafka", str(n.dir / "server.properties")), n.log_file, n.pid_file)
+        start_detached(
+            java_command(self.jar_dir, self.heap_mb, "kafka.Kafka", str(n.dir / "server.properties")),
+            n.log_file,
+            n.pid_file,
+        )
 
     def kill(self, n: KafkaNode) -> None:
         """SIGKILL the node's process group: a crash, with no controlled shutdown."""
         pid = read_pid(n.pid_file)
         if pid is not None:
             os.killpg(pid, signal.SIGKILL)
-            _wait(lambda: read_pid(n.pid_file) is None and not port_open(HOST, n.port), f"Kafka node {n.node_id} to die", 30)
+            _wait(
+                lambda: read_pid(n.pid_file) is None and not port_open(HOST, n.port),
+                f"Kafka node {n.node_id} to die",
+                30,
+            )
 
     def stop(self) -> None:
         for n in self.nodes:
@@ -159,8 +182,11 @@ def _partitions(bootstrap: str, topic: str) -> dict[int, dict]:
             admin.close()
     except (KafkaError, OSError):
         return {}
-    return {p["partition_index"]: {"leader": p["leader_id"], "isr": sorted(p["isr_nodes"])}
-            for t in described for p in t.get("partitions") or []}  # fmt: skip
+    return {
+        p["partition_index"]: {"leader": p["leader_id"], "isr": sorted(p["isr_nodes"])}
+        for t in described
+        for p in t.get("partitions") or []
+    }
 
 
 def _all_in_sync(bootstrap: str, replicas: int) -> bool:
@@ -238,13 +264,17 @@ def check_kafka(root: Path, jar_dir: Path, messages: int, figures: dict) -> bool
             admin.close()
         _wait(lambda: _all_in_sync(cluster.bootstrap, 3), "every partition with 3 in-sync replicas", 60)
         before = _partitions(cluster.bootstrap, TOPIC)
-        _say(f"kafka: topic {TOPIC}: 3 partitions, replication 3, min.insync.replicas 2; "
-             f"leaders {[before[p]['leader'] for p in sorted(before)]}")  # fmt: skip
+        _say(
+            f"kafka: topic {TOPIC}: 3 partitions, replication 3, min.insync.replicas 2; "
+            f"leaders {[before[p]['leader'] for p in sorted(before)]}"
+        )
 
         reader = _Reader(cluster.bootstrap, TOPIC, 3)
         reader.start()
         # Idempotent by default (kafka-python 3): a retried send is written once.
-        producer = KafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all", request_timeout_ms=10_000, metadata_max_age_ms=5_000)
+        producer = KafkaProducer(
+            bootstrap_servers=cluster.bootstrap, acks="all", request_timeout_ms=10_000, metadata_max_age_ms=5_000
+        )
         acked: list[int] = []
         failed: list[int] = []
         lat_before: list[float] = []
@@ -262,9 +292,11 @@ def check_kafka(root: Path, jar_dir: Path, messages: int, figures: dict) -> bool
         figures["kafka_max_ack_latency_after_kill_s"] = round(max(lat_after, default=0.0), 2)
         _wait(lambda: _all_in_sync(cluster.bootstrap, 2), f"node {victim.node_id} out of every ISR", 60)
         during = _partitions(cluster.bootstrap, TOPIC)
-        _say(f"kafka: produced {messages - half} more with node {victim.node_id} down in "
-             f"{figures['kafka_produce_after_kill_s']} s (slowest ack {figures['kafka_max_ack_latency_after_kill_s']} s); "
-             f"leaders now {[during[p]['leader'] for p in sorted(during)]}, ISRs {[during[p]['isr'] for p in sorted(during)]}")  # fmt: skip
+        _say(
+            f"kafka: produced {messages - half} more with node {victim.node_id} down in "
+            f"{figures['kafka_produce_after_kill_s']} s (slowest ack {figures['kafka_max_ack_latency_after_kill_s']} s); "
+            f"leaders now {[during[p]['leader'] for p in sorted(during)]}, ISRs {[during[p]['isr'] for p in sorted(during)]}"
+        )
 
         cluster.start_node(victim)
         rejoin_s = _wait(lambda: _all_in_sync(cluster.bootstrap, 3), f"node {victim.node_id} back in every ISR", 120)
@@ -275,12 +307,20 @@ def check_kafka(root: Path, jar_dir: Path, messages: int, figures: dict) -> bool
         _wait(lambda: wanted <= set(reader.seen), "the concurrent consumer to read every acknowledged message", 60)
         final = _read_all(cluster.bootstrap, TOPIC, 3)
         lost = sorted(wanted - set(final))
-        figures.update(kafka_sent=messages, kafka_acked=len(acked), kafka_failed=len(failed), kafka_read_back=len(final),
-                       kafka_lost=len(lost), kafka_duplicates=len(final) - len(set(final)),
-                       kafka_reader_errors=len(reader.errors))  # fmt: skip
-        _say(f"kafka: {len(acked)}/{messages} acknowledged, {len(failed)} refused; the concurrent consumer read "
-             f"{len(set(reader.seen))} distinct; a fresh consumer read back {len(final)} "
-             f"({figures['kafka_duplicates']} duplicates); acknowledged but lost: {len(lost)}")  # fmt: skip
+        figures.update(
+            kafka_sent=messages,
+            kafka_acked=len(acked),
+            kafka_failed=len(failed),
+            kafka_read_back=len(final),
+            kafka_lost=len(lost),
+            kafka_duplicates=len(final) - len(set(final)),
+            kafka_reader_errors=len(reader.errors),
+        )
+        _say(
+            f"kafka: {len(acked)}/{messages} acknowledged, {len(failed)} refused; the concurrent consumer read "
+            f"{len(set(reader.seen))} distinct; a fresh consumer read back {len(final)} "
+            f"({figures['kafka_duplicates']} duplicates); acknowledged but lost: {len(lost)}"
+        )
         return not lost and len(acked) > 0
     except StackError as e:
         _say(f"kafka: FAILED: {e}")
@@ -320,36 +360,67 @@ def _read_all(bootstrap: str, topic: str, partitions: int) -> list[int]:
 
 def _ray_argv(*args: str, head: bool) -> list[str]:
     side = [f for f in _SIDE_PORTS if head or f != "ray-client-server-port"]  # the client server is the head's
-    return [str(Path(sys.executable).with_name("ray")), "start", "--block", f"--node-ip-address={HOST}", "--num-cpus=1",
-            f"--object-store-memory={100 * 1024 * 1024}", "--disable-usage-stats",
-            *(f"--{flag}={free_port()}" for flag in side), *args]  # fmt: skip
+    return [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--block",
+        f"--node-ip-address={HOST}",
+        "--num-cpus=1",
+        f"--object-store-memory={100 * 1024 * 1024}",
+        "--disable-usage-stats",
+        *(f"--{flag}={free_port()}" for flag in side),
+        *args,
+    ]
 
 
 def check_ray(root: Path, figures: dict) -> bool:
     """Part (b); fills ``figures``; True when each task ran on the node its resource names."""
     import ray
 
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}  # fmt: skip
+    env = {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
     gcs_port = free_port()
     head_pid, worker_pid = root / "ray-head.pid", root / "ray-node-b.pid"
     head_log, worker_log = root / "ray-head.log", root / "ray-node-b.log"
     try:
         t0 = time.monotonic()
-        start_detached(_ray_argv("--head", f"--port={gcs_port}", "--include-dashboard=false", f"--temp-dir={root / 'ray'}",
-                                 '--resources={"node_a": 1}', head=True), head_log, head_pid, env=env)  # fmt: skip
+        start_detached(
+            _ray_argv(
+                "--head",
+                f"--port={gcs_port}",
+                "--include-dashboard=false",
+                f"--temp-dir={root / 'ray'}",
+                '--resources={"node_a": 1}',
+                head=True,
+            ),
+            head_log,
+            head_pid,
+            env=env,
+        )
         _wait(lambda: port_open(HOST, gcs_port), "the Ray head's GCS port", 120)
-        start_detached(_ray_argv(f"--address={HOST}:{gcs_port}", '--resources={"node_b": 1}', head=False), worker_log, worker_pid, env=env)
+        start_detached(
+            _ray_argv(f"--address={HOST}:{gcs_port}", '--resources={"node_b": 1}', head=False),
+            worker_log,
+            worker_pid,
+            env=env,
+        )
         _say(f"ray: started a head (GCS {HOST}:{gcs_port}, resource node_a) and a second node (resource node_b)")
         # Ray rewrites 127.0.0.1 in a bootstrap address to this machine's own address (it logs
         # "Connecting to ... <that address>"): the same host either way.
-        ray.init(address=f"{HOST}:{gcs_port}", log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+        ray.init(
+            address=f"{HOST}:{gcs_port}", log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
+        )
         alive = lambda: [n for n in ray.nodes() if n["Alive"]]  # noqa: E731
         _wait(lambda: len(alive()) == 2, "two live Ray nodes", 120)
         figures["ray_start_s"] = round(time.monotonic() - t0, 1)
         by_resource = {tag: n["NodeID"] for n in alive() for tag in ("node_a", "node_b") if tag in n["Resources"]}
-        _say(f"ray: 2 nodes alive after {figures['ray_start_s']} s: "
-             + ", ".join(f"{tag} on {node[:8]}" for tag, node in sorted(by_resource.items())))  # fmt: skip
+        _say(
+            f"ray: 2 nodes alive after {figures['ray_start_s']} s: "
+            + ", ".join(f"{tag} on {node[:8]}" for tag, node in sorted(by_resource.items()))
+        )
 
         @ray.remote(num_cpus=0, resources={"node_a": 0.01}, num_returns=2)
         def make(size: int):  # noqa: ANN202
@@ -371,9 +442,11 @@ def check_ray(root: Path, figures: dict) -> bool:
         ok = node_a == by_resource.get("node_a") and node_b == by_resource.get("node_b") and node_a != node_b
         ok = ok and total == 1_000_000 * 999_999 // 2
         figures.update(ray_nodes=2, ray_task_node=node_a[:8], ray_actor_node=node_b[:8], ray_placed_right=ok)
-        _say(f"ray: task (node_a) ran on node {node_a[:8]} pid {pid_a}; actor (node_b) ran on node {node_b[:8]} pid {pid_b} "
-             f"and summed the task's 1,000,000-element array: {total} ({'right' if ok else 'WRONG'}) "
-             f"in {figures['ray_roundtrip_s']} s")  # fmt: skip
+        _say(
+            f"ray: task (node_a) ran on node {node_a[:8]} pid {pid_a}; actor (node_b) ran on node {node_b[:8]} pid {pid_b} "
+            f"and summed the task's 1,000,000-element array: {total} ({'right' if ok else 'WRONG'}) "
+            f"in {figures['ray_roundtrip_s']} s"
+        )
         return ok
     except (StackError, ray.exceptions.RayError, TimeoutError) as e:
         _say(f"ray: FAILED: {e}")
@@ -436,14 +509,19 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         if args.only in (None, "kafka"):
-            results["kafka"] = _part("kafka", lambda: check_kafka(root, KafkaBroker(load_config()).ensure_jars(), args.messages, figures))
+            results["kafka"] = _part(
+                "kafka", lambda: check_kafka(root, KafkaBroker(load_config()).ensure_jars(), args.messages, figures)
+            )
         if args.only in (None, "ray"):
             results["ray"] = _part("ray", lambda: check_ray(root, figures))
     finally:
         figures["total_s"] = round(time.monotonic() - t0, 1)
         passed = bool(results) and all(results.values())
-        _say("cluster check: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in results.items())
-             + f" in {figures['total_s']} s")  # fmt: skip
+        _say(
+            "cluster check: "
+            + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in results.items())
+            + f" in {figures['total_s']} s"
+        )
         _say("figures: " + json.dumps(figures, sort_keys=True))
         if passed and not args.keep:
             shutil.rmtree(root, ignore_errors=True)

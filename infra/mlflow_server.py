@@ -42,13 +42,19 @@ class MLflowServer(LocalService):
         artifacts = (self.dir / "artifacts").resolve()
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         argv = [
-            str(mlflow_bin), "server",
-            "--backend-store-uri", f"sqlite:///{db}",
-            "--artifacts-destination", artifacts.as_uri(),
-            "--host", self.mlflow.host,
-            "--port", str(self.mlflow.port),
-            "--workers", "1",
-        ]  # fmt: skip
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--artifacts-destination",
+            artifacts.as_uri(),
+            "--host",
+            self.mlflow.host,
+            "--port",
+            str(self.mlflow.port),
+            "--workers",
+            "1",
+        ]
         start_detached(argv, self.log_file, self.pid_file)
 
     def wait_ready(self, timeout: float = 120.0) -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import uuid
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 from cl.config import Config
 from infra._private.process import free_port, read_pid, require_free_port, start_detached, wait_until
 from infra.component import ComponentStatus, LocalService
-
 
 _SIDE_PORTS = (
     "dashboard-agent-listen-port",
@@ -48,7 +47,9 @@ class RayHead(LocalService):
     external_fix = "the cluster in RAY_ADDRESS does not answer; check it (GCS host:port or dashboard URL) or unset it"
 
     def __init__(self, config: Config):
-        super().__init__(config, managed=config.ray.managed, address=f"{config.ray.gcs_address} (jobs: {config.ray.dashboard_url})")
+        super().__init__(
+            config, managed=config.ray.managed, address=f"{config.ray.gcs_address} (jobs: {config.ray.dashboard_url})"
+        )
         self.ray = config.ray
 
     def start(self) -> None:
@@ -60,7 +61,10 @@ class RayHead(LocalService):
         self.dir.mkdir(parents=True, exist_ok=True)
         ray_bin = Path(sys.executable).with_name("ray")
         argv = [
-            str(ray_bin), "start", "--head", "--block",
+            str(ray_bin),
+            "start",
+            "--head",
+            "--block",
             f"--node-ip-address={self.ray.host}",
             f"--port={self.ray.port}",
             "--include-dashboard=true",
@@ -74,7 +78,7 @@ class RayHead(LocalService):
             # job agent never starts. Free ones are picked for each start.
             *(f"--{flag}={free_port()}" for flag in _SIDE_PORTS),
             "--disable-usage-stats",
-        ]  # fmt: skip
+        ]
         # Jobs' `python` is this environment's, and the project root is on the workers' path,
         # so entrypoints and actors import our packages and their dependencies.
         root = str(Path(__file__).resolve().parents[1])

@@ -38,17 +38,36 @@ _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)  # float
 
 @lazy_jit
 def _fused_moe_kernel(
-    a_ptr, w_ptr, scale_ptr, out_ptr, topk_weights_ptr,
-    sorted_ids_ptr, block_expert_ptr, num_padded_ptr,
-    num_pairs, N, K, up_offset,
-    stride_am, stride_ak,
-    stride_we, stride_wn, stride_wk,
-    stride_se, stride_sn,
-    stride_om, stride_on,
+    a_ptr,
+    w_ptr,
+    scale_ptr,
+    out_ptr,
+    topk_weights_ptr,
+    sorted_ids_ptr,
+    block_expert_ptr,
+    num_padded_ptr,
+    num_pairs,
+    N,
+    K,
+    up_offset,
+    stride_am,
+    stride_ak,
+    stride_we,
+    stride_wn,
+    stride_wk,
+    stride_se,
+    stride_sn,
+    stride_om,
+    stride_on,
     A_ROW_DIV: tl.constexpr,
-    GATED: tl.constexpr, FUSE_ACT: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr, INT8_W: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
+    GATED: tl.constexpr,
+    FUSE_ACT: tl.constexpr,
+    MUL_ROUTED_WEIGHT: tl.constexpr,
+    INT8_W: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """Grouped GEMM ``out[pair, n] = a[pair // A_ROW_DIV] . w[expert(pair), n]``.
 
     One program owns BLOCK_M pairs of one expert and BLOCK_N output columns.
@@ -191,16 +210,34 @@ def _launch_gemm(
     grid = (n_blocks_m, cdiv(n_out, cfg["BLOCK_N"]))
     s = scale if scale is not None else out  # never read when INT8_W is False
     _fused_moe_kernel[grid](
-        a, w, s, out, topk_weights,
-        blocks.sorted_ids, blocks.block_expert, blocks.num_padded,
-        num_pairs, n_out, a.shape[1], n_out if gated else 0,
-        a.stride(0), a.stride(1),
-        w.stride(0), w.stride(1), w.stride(2),
-        s.stride(0), s.stride(1),
-        out.stride(0), out.stride(1),
-        A_ROW_DIV=a_row_div, GATED=gated, FUSE_ACT=fuse_act, MUL_ROUTED_WEIGHT=mul_rw,
-        INT8_W=scale is not None, **cfg,
-    )  # fmt: skip
+        a,
+        w,
+        s,
+        out,
+        topk_weights,
+        blocks.sorted_ids,
+        blocks.block_expert,
+        blocks.num_padded,
+        num_pairs,
+        n_out,
+        a.shape[1],
+        n_out if gated else 0,
+        a.stride(0),
+        a.stride(1),
+        w.stride(0),
+        w.stride(1),
+        w.stride(2),
+        s.stride(0),
+        s.stride(1),
+        out.stride(0),
+        out.stride(1),
+        A_ROW_DIV=a_row_div,
+        GATED=gated,
+        FUSE_ACT=fuse_act,
+        MUL_ROUTED_WEIGHT=mul_rw,
+        INT8_W=scale is not None,
+        **cfg,
+    )
 
 
 def fused_moe(
@@ -417,7 +454,14 @@ def moe_experts(
     lora_tensors = lora.tensors() if lora is not None else ()
     if triton_usable(x, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, lora_tensors):
         return fused_moe(
-            x, w13, w2, topk_weights, topk_ids,
-            w13_scale=w13_scale, w2_scale=w2_scale, lora=lora, check_ids=check_ids_enabled(),
-        )  # fmt: skip
+            x,
+            w13,
+            w2,
+            topk_weights,
+            topk_ids,
+            w13_scale=w13_scale,
+            w2_scale=w2_scale,
+            lora=lora,
+            check_ids=check_ids_enabled(),
+        )
     return fused_moe_ref(x, w13, w2, topk_weights, topk_ids, w13_scale=w13_scale, w2_scale=w2_scale, lora=lora)

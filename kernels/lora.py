@@ -37,17 +37,37 @@ _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)  # float
 
 @lazy_jit
 def _multi_lora_kernel(
-    x_ptr, a_ptr, b_ptr, base_ptr, out_ptr,
-    sorted_rows_ptr, block_group_ptr, num_padded_ptr,
-    T, N, K, R, scale,
-    stride_xt, stride_xk,
-    stride_al, stride_ar, stride_ak,
-    stride_bl, stride_bn, stride_br,
-    stride_base_t, stride_base_n,
-    stride_ot, stride_on,
+    x_ptr,
+    a_ptr,
+    b_ptr,
+    base_ptr,
+    out_ptr,
+    sorted_rows_ptr,
+    block_group_ptr,
+    num_padded_ptr,
+    T,
+    N,
+    K,
+    R,
+    scale,
+    stride_xt,
+    stride_xk,
+    stride_al,
+    stride_ar,
+    stride_ak,
+    stride_bl,
+    stride_bn,
+    stride_br,
+    stride_base_t,
+    stride_base_n,
+    stride_ot,
+    stride_on,
     HAS_BASE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
-):  # fmt: skip
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+):
     """One (row block, column block): ``out = base + scale * (x @ A[l].T) @ B[l].T``.
 
     Rows were grouped by ``moe_align_block_size(ids + 1)``: group 0 holds the rows
@@ -74,16 +94,19 @@ def _multi_lora_kernel(
             k_mask = (k0 + offs_k) < K
             x_blk = tl.load(
                 x_ptr + rows[:, None] * stride_xt + (k0 + offs_k)[None, :] * stride_xk,
-                mask=row_mask[:, None] & k_mask[None, :], other=0.0,
+                mask=row_mask[:, None] & k_mask[None, :],
+                other=0.0,
             )  # (BM, BK)
             a_blk = tl.load(
                 a_ptr + adapter * stride_al + offs_r[None, :] * stride_ar + (k0 + offs_k)[:, None] * stride_ak,
-                mask=(offs_r[None, :] < R) & k_mask[:, None], other=0.0,
+                mask=(offs_r[None, :] < R) & k_mask[:, None],
+                other=0.0,
             )  # (BK, BR)
             shrink = tl.dot(x_blk, a_blk, shrink)
         b_blk = tl.load(
             b_ptr + adapter * stride_bl + offs_n[None, :] * stride_bn + offs_r[:, None] * stride_br,
-            mask=(offs_r[:, None] < R) & col_mask[None, :], other=0.0,
+            mask=(offs_r[:, None] < R) & col_mask[None, :],
+            other=0.0,
         )  # (BR, BN)
         delta = tl.dot(shrink.to(b_blk.dtype), b_blk) * scale
 
@@ -260,17 +283,37 @@ def multi_lora(
     base_arg = base if base is not None else out  # never read when HAS_BASE is False
     grid = (blocks.block_expert.numel(), cdiv(N, block_n))
     _multi_lora_kernel[grid](
-        x, a, b, base_arg, out,
-        blocks.sorted_ids, blocks.block_expert, blocks.num_padded,
-        T, N, K, r, float(scale),
-        x.stride(0), x.stride(1),
-        a.stride(0), a.stride(1), a.stride(2),
-        b.stride(0), b.stride(1), b.stride(2),
-        base_arg.stride(0), base_arg.stride(1),
-        out.stride(0), out.stride(1),
+        x,
+        a,
+        b,
+        base_arg,
+        out,
+        blocks.sorted_ids,
+        blocks.block_expert,
+        blocks.num_padded,
+        T,
+        N,
+        K,
+        r,
+        float(scale),
+        x.stride(0),
+        x.stride(1),
+        a.stride(0),
+        a.stride(1),
+        a.stride(2),
+        b.stride(0),
+        b.stride(1),
+        b.stride(2),
+        base_arg.stride(0),
+        base_arg.stride(1),
+        out.stride(0),
+        out.stride(1),
         HAS_BASE=base is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=block_r,
-    )  # fmt: skip
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        BLOCK_R=block_r,
+    )
     return out
 
 

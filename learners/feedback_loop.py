@@ -36,15 +36,15 @@ from typing import Callable
 import torch
 from mlflow.exceptions import MlflowException
 
-from cl.model.base_model import build_base_model
 from cl.config import Config
-from cl.learning.data_parallel import RankGroup, current_group
 from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
+from cl.learning.data_parallel import RankGroup, current_group
 from cl.learning.example import Example
-from cl.testing.failpoints import failpoint
 from cl.learning.feedback_guard import FeedbackGuard
 from cl.learning.online_learner import OnlineLearner, StepReport
+from cl.model.base_model import build_base_model
 from cl.registry import AdapterRegistry
+from cl.testing.failpoints import failpoint
 from learners.metrics import LearnerMetrics
 from learners.rank_state import merge_metrics, merge_positions, rank_parts, share_for_rank
 from streams import DeadLetters, EventProducer, FeedbackJoiner, JoinResult, OffsetReader, Record, position_key
@@ -120,8 +120,14 @@ class FeedbackLoop:
         self.dead_letters = DeadLetters(self.producer, self.topics.dlq)
         self.metrics = LearnerMetrics(config.app, rank)
         self.model = build_base_model(config.model, n_adapter_slots=1)
-        self.learner = OnlineLearner(self.model, config.learner, slot=0, seed=config.model.seed + rank,
-                                     branch_source=self._champion_adapter, group=self.group)
+        self.learner = OnlineLearner(
+            self.model,
+            config.learner,
+            slot=0,
+            seed=config.model.seed + rank,
+            branch_source=self._champion_adapter,
+            group=self.group,
+        )
         lc = config.learner
         self.joiner = FeedbackJoiner(max_requests=lc.join_window_events, max_age_s=lc.join_window_s)
         self.guard = FeedbackGuard.from_config(lc, workers=world_size)
@@ -140,9 +146,17 @@ class FeedbackLoop:
             every_partition=[self.topics.requests],
         )
         self.events_applied = self.learner.events_seen  # by every rank; refreshed once per poll
-        self.run_id = None if rank else self.registry.start_run(
-            f"online-learner-{int(time.time())}",
-            params={"base_version": config.model.base_version, "resumed_from": self.parent_version or "", **lc.__dict__},
+        self.run_id = (
+            None
+            if rank
+            else self.registry.start_run(
+                f"online-learner-{int(time.time())}",
+                params={
+                    "base_version": config.model.base_version,
+                    "resumed_from": self.parent_version or "",
+                    **lc.__dict__,
+                },
+            )
         )
 
     # -- resume / snapshot ----------------------------------------------------------------------
@@ -152,7 +166,9 @@ class FeedbackLoop:
             version = self.registry.alias_version("champion")
             return self.registry.load_adapter(version) if version else None
         except (MlflowException, OSError) as e:
-            self.say(f"learner {self.rank}: the champion cannot be loaded from MLflow ({e}); branching from a fresh adapter")
+            self.say(
+                f"learner {self.rank}: the champion cannot be loaded from MLflow ({e}); branching from a fresh adapter"
+            )
             return None
 
     def _resume(self) -> dict[str, int]:
@@ -170,14 +186,18 @@ class FeedbackLoop:
         self.guard.load_state_dict(share.get("guard"))  # None: a snapshot from before the guard
         self.parent_version = latest
         resized = f", written by {len(parts)} worker(s)" if len(parts) != self.world_size else ""
-        self.say(f"learner {self.rank}: resumed from version {latest}{resized} "
-                 f"({self.learner.events_seen} events applied so far by this worker)")
+        self.say(
+            f"learner {self.rank}: resumed from version {latest}{resized} "
+            f"({self.learner.events_seen} events applied so far by this worker)"
+        )
         return share["positions"]
 
     def _snapshot_positions(self) -> tuple[dict[str, int], dict[str, int]]:
         """(positions to resume from, positions actually reached): requests resume earlier."""
         reached = self.reader.positions()
-        requests = {int(k.rsplit(":", 1)[1]): v for k, v in reached.items() if k.rsplit(":", 1)[0] == self.topics.requests}
+        requests = {
+            int(k.rsplit(":", 1)[1]): v for k, v in reached.items() if k.rsplit(":", 1)[0] == self.topics.requests
+        }
         resume = dict(reached)
         for partition, offset in self.joiner.request_resume_offsets(requests).items():
             resume[position_key(self.topics.requests, partition)] = offset
@@ -193,8 +213,12 @@ class FeedbackLoop:
                 none has committed anything.
         """
         resume, reached = self._snapshot_positions()
-        part = {"learner": self.learner.state_dict(), "joiner": self.joiner.state_dict(), "positions": resume,
-                "guard": self.guard.state_dict()}  # fmt: skip
+        part = {
+            "learner": self.learner.state_dict(),
+            "joiner": self.joiner.state_dict(),
+            "positions": resume,
+            "guard": self.guard.state_dict(),
+        }
         parts = self.group.all_gather(part)
         metrics = merge_metrics(self.group.all_gather(self.learner.metrics()), [p["learner"]["stats"] for p in parts])
         metrics.update(_guard_totals([p["guard"]["counts"] for p in parts]))
@@ -208,7 +232,9 @@ class FeedbackLoop:
                 error = f"{type(e).__name__}: {str(e)[:300]}"
         version, error = self.group.all_gather((version, error))[0]  # nobody commits before the version exists
         if version is None:
-            raise SnapshotNotPublished(f"MLflow at {self.config.mlflow.tracking_uri} did not register the snapshot ({error})")
+            raise SnapshotNotPublished(
+                f"MLflow at {self.config.mlflow.tracking_uri} did not register the snapshot ({error})"
+            )
         failpoint("snapshot.after_publish")
         self.reader.commit(reached)
         failpoint("snapshot.after_commit")
@@ -271,16 +297,23 @@ class FeedbackLoop:
         self.duplicates += len(result.duplicates)
         for feedback in result.unjoined:
             self.dead_letters.rejected(
-                feedback, "unjoined", "request_id",
+                feedback,
+                "unjoined",
+                "request_id",
                 f"no request {feedback.request_id!r} was seen within {self.joiner.max_age_s:g} s; "
-                "send feedback only for request_ids the service returned", self.topics.feedback,
-            )  # fmt: skip
+                "send feedback only for request_ids the service returned",
+                self.topics.feedback,
+            )
         for request, feedback in result.joined:
             verdict = self.guard.check(request, feedback, now=now)
             if verdict.action != "learn":
-                self.dead_letters.rejected(feedback, f"user_{verdict.action}", "user_id", verdict.reason, self.topics.feedback)
+                self.dead_letters.rejected(
+                    feedback, f"user_{verdict.action}", "user_id", verdict.reason, self.topics.feedback
+                )
                 if verdict.announce is not None:
-                    self.producer.send(self.topics.events, LifecycleEvent(type="user_quarantined", payload=verdict.announce))
+                    self.producer.send(
+                        self.topics.events, LifecycleEvent(type="user_quarantined", payload=verdict.announce)
+                    )
                     self.say(f"learner {self.rank}: {verdict.reason}")
                 continue
             try:
@@ -297,14 +330,20 @@ class FeedbackLoop:
             feedback = self._in_batch[event_id]
             self.dead_letters.rejected(feedback, "not_trainable", feedback.signal, reason, self.topics.feedback)
         if report.drift and self.rank == 0:  # every rank detects it alike; rank 0 says so
-            payload = {"events_seen": self.events_applied, "actions": list(report.actions), "lr": report.lr,
-                       "detector": self.config.learner.drift_detector}  # fmt: skip
+            payload = {
+                "events_seen": self.events_applied,
+                "actions": list(report.actions),
+                "lr": report.lr,
+                "detector": self.config.learner.drift_detector,
+            }
             self.producer.send(self.topics.events, LifecycleEvent(type="drift_detected", payload=payload))
             try:
                 self.registry.log_metrics(self.run_id, {"drift_detected": 1.0}, step=self.events_applied)
             except (MlflowException, OSError) as e:
                 self.say(f"learner: drift not logged to MLflow ({type(e).__name__}); the drift_detected event has it")
-            self.say(f"learner: drift detected after {self.events_applied} events; actions: {', '.join(report.actions) or 'none'}")
+            self.say(
+                f"learner: drift detected after {self.events_applied} events; actions: {', '.join(report.actions) or 'none'}"
+            )
         return report
 
     def run(self) -> dict[str, float]:
@@ -315,7 +354,9 @@ class FeedbackLoop:
         batch_since: float | None = None
         since_snapshot = 0
         retry_at, failures = 0.0, 0  # when a snapshot MLflow refused may be tried again; how often it was
-        self.say(f"learner {self.rank}/{self.world_size}: reading {self.topics.feedback} joined with {self.topics.requests}")
+        self.say(
+            f"learner {self.rank}/{self.world_size}: reading {self.topics.feedback} joined with {self.topics.requests}"
+        )
         while True:
             records = self.reader.poll(timeout_ms=100)
             now_wall, now = time.time(), time.monotonic()
@@ -349,7 +390,9 @@ class FeedbackLoop:
             idle = limits.idle_exit_s is not None and min(r.idle_s for r in ranks) >= limits.idle_exit_s and not pending
             overtime = limits.max_runtime_s is not None and clock >= limits.max_runtime_s
             stopping = (done or idle or overtime) and not pending
-            due = since_snapshot >= lc.snapshot_every_events or (since_snapshot and clock - last_snapshot >= lc.snapshot_every_s)
+            due = since_snapshot >= lc.snapshot_every_events or (
+                since_snapshot and clock - last_snapshot >= lc.snapshot_every_s
+            )
             if (due or drift or (stopping and since_snapshot)) and not pending and clock >= retry_at:
                 reason = "drift" if drift else "final" if stopping else "periodic"
                 try:
@@ -359,13 +402,17 @@ class FeedbackLoop:
                     delay = min(SNAPSHOT_RETRY_MAX_S, 2.0 ** (failures - 1))
                     retry_at = clock + delay
                     if self.rank == 0:
-                        self.say(f"learner: {e}; {since_snapshot} events stay unpublished and their offsets "
-                                 f"uncommitted; learning goes on, try {failures + 1} in {delay:g} s")  # fmt: skip
+                        self.say(
+                            f"learner: {e}; {since_snapshot} events stay unpublished and their offsets "
+                            f"uncommitted; learning goes on, try {failures + 1} in {delay:g} s"
+                        )
                 else:
                     self.metrics.version_published()
                     if self.rank == 0:
                         after = f" after {failures} failed tries" if failures else ""
-                        self.say(f"learner: published version {version} ({reason}, {self.events_applied} events){after}")
+                        self.say(
+                            f"learner: published version {version} ({reason}, {self.events_applied} events){after}"
+                        )
                     since_snapshot, last_snapshot, retry_at, failures = 0, clock, 0.0, 0
             if now - last_progress >= 5.0:
                 m = self.learner.metrics()
@@ -377,7 +424,8 @@ class FeedbackLoop:
                         f" | positive {m.get('positive_rate', float('nan')):.3f} | loss {m.get('loss_ema', float('nan')):.3f}"
                         f" | lag {sum(lag.values())} | dead letters {sum(self.dead_letters.counts.values())}"
                         f" | capped {self.guard.counts['capped']} | quarantined {self.guard.counts['quarantined']}"
-                        f" ({self.guard.n_quarantined} users)" + (f" | {failures} snapshot tries failed" if failures else "")
+                        f" ({self.guard.n_quarantined} users)"
+                        + (f" | {failures} snapshot tries failed" if failures else "")
                     )
                 last_progress = now
             if stopping and not since_snapshot:  # with unpublished events, keep trying to publish them
@@ -389,8 +437,9 @@ class FeedbackLoop:
     def _final_metrics(self) -> dict[str, float]:
         guard = self.guard.state_dict()
         quarantined = [q["user_id"] for q in guard["quarantined"]]
-        parts = self.group.all_gather((self.learner.metrics(), self.learner.state_dict()["stats"], self.duplicates,
-                                       guard["counts"], quarantined))  # fmt: skip
+        parts = self.group.all_gather(
+            (self.learner.metrics(), self.learner.state_dict()["stats"], self.duplicates, guard["counts"], quarantined)
+        )
         metrics = merge_metrics([p[0] for p in parts], [p[1] for p in parts])
         return {
             **metrics,

@@ -79,6 +79,10 @@ def follow_job(config: Config, submission_id: str, say=print) -> str:  # noqa: A
             say(pending)
 
     asyncio.run(tail())  # the stream closes when the job ends
-    while (status := client.get_job_status(submission_id)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+    while (status := client.get_job_status(submission_id)) not in (
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    ):
         time.sleep(0.2)
     return str(status.value)

@@ -29,7 +29,14 @@ from cl.learning.feedback_guard import FeedbackGuard
 __all__ = ["COUNTERS", "merge_metrics", "merge_positions", "rank_parts", "share_for_rank"]
 
 # Learner counters that belong to one rank's events and add up across ranks.
-COUNTERS = ("events_seen", "events_rejected", "label_events", "label_correct", "preference_events", "preference_positive")
+COUNTERS = (
+    "events_seen",
+    "events_rejected",
+    "label_events",
+    "label_correct",
+    "preference_events",
+    "preference_positive",
+)
 
 
 def merge_positions(parts: Sequence[Mapping[str, int]]) -> dict[str, int]:

@@ -40,12 +40,12 @@ from pathlib import Path
 
 import torch
 
-from cl.model.base_model import base_model_config, build_base_model
 from cl.config import Config
-from cl.learning.eval_set import is_held_out, score_adapter
 from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
+from cl.learning.eval_set import is_held_out, score_adapter
 from cl.learning.example import Example, check_example
 from cl.learning.online_learner import OnlineLearner
+from cl.model.base_model import base_model_config, build_base_model
 from cl.registry import AdapterRegistry
 from streams.history import read_history
 
@@ -96,7 +96,9 @@ class RetrainResult:
     base_weights: str | None = None  # the trained base's file, with --train-base
 
 
-def collect_examples(config: Config, since: float | None, until: float | None, say: Say) -> tuple[list[Example], ReplayCounts]:
+def collect_examples(
+    config: Config, since: float | None, until: float | None, say: Say
+) -> tuple[list[Example], ReplayCounts]:
     """Join the feedback in ``[since, until]`` with its requests; the examples in feedback order."""
     counts = ReplayCounts()
     bootstrap, topics = config.kafka.bootstrap_servers, config.topics
@@ -144,7 +146,9 @@ def _resolve(registry: AdapterRegistry, name: str) -> str:
         return name
     version = registry.alias_version(name)
     if version is None:
-        raise RetrainError(f"--continue-from {name!r}: no version has that alias; give a version number (cl versions lists them)")
+        raise RetrainError(
+            f"--continue-from {name!r}: no version has that alias; give a version number (cl versions lists them)"
+        )
     return version
 
 
@@ -160,8 +164,10 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
         try:
             parent = _resolve(registry, options.continue_from)
         except KeyError:
-            raise RetrainError(f"--continue-from {options.continue_from}: no such version of "
-                               f"{config.mlflow.model_name}; `cl versions` lists them") from None  # fmt: skip
+            raise RetrainError(
+                f"--continue-from {options.continue_from}: no such version of "
+                f"{config.mlflow.model_name}; `cl versions` lists them"
+            ) from None
         info = registry.get_version(parent)
         base = info.tags.get("base_version")
         if base is not None and base != config.model.base_version:
@@ -169,27 +175,56 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
         model.load_adapter_state(0, registry.load_adapter(parent))
 
     examples, counts = collect_examples(config, options.since, options.until, say)
-    held = [ex for ex in examples if ex.target is not None and is_held_out(ex.event_id, config.learner.holdout_fraction)]
+    held = [
+        ex for ex in examples if ex.target is not None and is_held_out(ex.event_id, config.learner.holdout_fraction)
+    ]
     train = [ex for ex in examples if ex.trainable and not is_held_out(ex.event_id, config.learner.holdout_fraction)]
     counts.held_out = len(held)
-    say(f"retrain: {counts.joined:,} ratings joined ({counts.duplicates} duplicates, {counts.unjoined} without "
-        f"their request, {counts.bad} bad); {len(train):,} to train on, {len(held):,} held out")  # fmt: skip
+    say(
+        f"retrain: {counts.joined:,} ratings joined ({counts.duplicates} duplicates, {counts.unjoined} without "
+        f"their request, {counts.bad} bad); {len(train):,} to train on, {len(held):,} held out"
+    )
     if not train:
-        raise RetrainError("no feedback to train on in the chosen time range; widen --since/--until, "
-                           f"or check that ratings reach {config.topics.feedback}")  # fmt: skip
+        raise RetrainError(
+            "no feedback to train on in the chosen time range; widen --since/--until, "
+            f"or check that ratings reach {config.topics.feedback}"
+        )
 
     if options.train_base:
         config = _train_base(config, model, train, options, held, score_adapter(model, -1, held), say)
 
-    learner_config = dataclasses.replace(config.learner, replay_ratio=0.0, drift_detector="none", holdout_fraction=0.0,
-                                         batch_size=options.batch_size, lr=options.lr or config.learner.lr)  # fmt: skip
+    learner_config = dataclasses.replace(
+        config.learner,
+        replay_ratio=0.0,
+        drift_detector="none",
+        holdout_fraction=0.0,
+        batch_size=options.batch_size,
+        lr=options.lr or config.learner.lr,
+    )
     learner = OnlineLearner(model, learner_config, seed=options.seed)
-    run_id = registry.start_run(f"retrain-{int(time.time())}", params={
-        "since": options.since, "until": options.until, "continue_from": parent or "", "epochs": options.epochs,
-        "batch_size": options.batch_size, "lr": learner_config.lr, "examples": len(train), "held_out": len(held),
-        **dataclasses.asdict(counts)})  # fmt: skip
+    run_id = registry.start_run(
+        f"retrain-{int(time.time())}",
+        params={
+            "since": options.since,
+            "until": options.until,
+            "continue_from": parent or "",
+            "epochs": options.epochs,
+            "batch_size": options.batch_size,
+            "lr": learner_config.lr,
+            "examples": len(train),
+            "held_out": len(held),
+            **dataclasses.asdict(counts),
+        },
+    )
     base_score = score_adapter(model, -1, held)  # the trained base, when there is one
-    curve = [{"epoch": 0.0, "loss": float("nan"), "train_accuracy": float("nan"), "eval_accuracy": score_adapter(model, 0, held)}]
+    curve = [
+        {
+            "epoch": 0.0,
+            "loss": float("nan"),
+            "train_accuracy": float("nan"),
+            "eval_accuracy": score_adapter(model, 0, held),
+        }
+    ]
     say(f"retrain: held-out accuracy: base {base_score:.3f}, start {curve[0]['eval_accuracy']:.3f}")
     registry.log_metrics(run_id, {"eval_accuracy": curve[0]["eval_accuracy"], "eval_accuracy_base": base_score}, step=0)
     if options.train_base:
@@ -212,22 +247,37 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
             if registry_metrics and step % log_every == 0:
                 registry.log_metrics(run_id, registry_metrics, step=step)
             if time.monotonic() - last_say > 5:
-                say(f"retrain: epoch {epoch}/{options.epochs} {min(start + options.batch_size, len(order)):,}/{len(order):,} examples")
+                say(
+                    f"retrain: epoch {epoch}/{options.epochs} {min(start + options.batch_size, len(order)):,}/{len(order):,} examples"
+                )
                 last_say = time.monotonic()
         finite = [x for x in losses if x == x]
-        row = {"epoch": float(epoch), "loss": sum(finite) / len(finite) if finite else float("nan"),
-               "train_accuracy": correct / scored if scored else float("nan"), "eval_accuracy": score_adapter(model, 0, held)}  # fmt: skip
+        row = {
+            "epoch": float(epoch),
+            "loss": sum(finite) / len(finite) if finite else float("nan"),
+            "train_accuracy": correct / scored if scored else float("nan"),
+            "eval_accuracy": score_adapter(model, 0, held),
+        }
         curve.append(row)
         registry.log_metrics(run_id, {f"epoch_{k}": v for k, v in row.items() if k != "epoch" and v == v}, step=epoch)
-        say(f"retrain: epoch {epoch}/{options.epochs}: loss {row['loss']:.4f}, train accuracy {row['train_accuracy']:.3f}, "
-            f"held-out accuracy {row['eval_accuracy']:.3f}")  # fmt: skip
+        say(
+            f"retrain: epoch {epoch}/{options.epochs}: loss {row['loss']:.4f}, train accuracy {row['train_accuracy']:.3f}, "
+            f"held-out accuracy {row['eval_accuracy']:.3f}"
+        )
 
     final = curve[-1]
     version = registry.publish(
         model.adapter_state(0),
-        tags={"base_version": config.model.base_version, "parent_version": parent or "", "source": "retrain",
-              "events_seen": str(len(train)), "reason": "offline retrain", "since": _iso(options.since),
-              "until": _iso(options.until), "eval_accuracy": f"{final['eval_accuracy']:.4f}"},  # fmt: skip
+        tags={
+            "base_version": config.model.base_version,
+            "parent_version": parent or "",
+            "source": "retrain",
+            "events_seen": str(len(train)),
+            "reason": "offline retrain",
+            "since": _iso(options.since),
+            "until": _iso(options.until),
+            "eval_accuracy": f"{final['eval_accuracy']:.4f}",
+        },
         metrics={"eval_accuracy": final["eval_accuracy"], "eval_accuracy_base": base_score},
         run_id=run_id,
         step=options.epochs,
@@ -240,22 +290,40 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
     return RetrainResult(version, run_id, counts, base_score, curve, config.model.base_weights or None)
 
 
-def _train_base(config: Config, model: torch.nn.Module, train: list[Example], options: RetrainOptions,
-                held: list[Example], seeded_score: float, say: Say) -> Config:  # fmt: skip
+def _train_base(
+    config: Config,
+    model: torch.nn.Module,
+    train: list[Example],
+    options: RetrainOptions,
+    held: list[Example],
+    seeded_score: float,
+    say: Say,
+) -> Config:
     """Train the base's own weights, save them, and return the config that builds that base."""
-    from cl.model.base_model import load_base_weights, save_base_weights
     from cl.learning.base_training import train_base
+    from cl.model.base_model import load_base_weights, save_base_weights
 
     rows = train if options.train_base == "feedback" else load_dataset(options.train_base, config)
     say(f"retrain: training the base on {len(rows):,} examples ({options.train_base})")
-    train_base(model, rows, epochs=options.epochs, lr=options.lr or 3e-3, batch_size=options.batch_size,
-               seed=options.seed, say=say)  # fmt: skip
+    train_base(
+        model,
+        rows,
+        epochs=options.epochs,
+        lr=options.lr or 3e-3,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        say=say,
+    )
     state_dir = config.state_dir if config.state_dir.is_absolute() else Path.cwd() / config.state_dir
     path = save_base_weights(model, state_dir.resolve() / "bases" / f"base-{int(time.time() * 1000)}.safetensors")
     load_base_weights(model, path)  # from here on exactly the model every process builds from that file
-    say(f"retrain: base held-out accuracy {seeded_score:.3f} (seeded) -> {score_adapter(model, -1, held):.3f} (trained); "
-        f"saved {path}")  # fmt: skip
-    say(f"retrain: to serve on it, set model.base_weights = \"{path}\" (CL_MODEL_BASE_WEIGHTS) and restart cl serve and cl learn")
+    say(
+        f"retrain: base held-out accuracy {seeded_score:.3f} (seeded) -> {score_adapter(model, -1, held):.3f} (trained); "
+        f"saved {path}"
+    )
+    say(
+        f'retrain: to serve on it, set model.base_weights = "{path}" (CL_MODEL_BASE_WEIGHTS) and restart cl serve and cl learn'
+    )
     values = config.to_dict()
     values["model"]["base_weights"] = str(path)
     return Config.from_dict(values)
@@ -267,7 +335,9 @@ def load_dataset(path: str, config: Config) -> list[Example]:
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as e:
-        raise RetrainError(f"--train-base {path}: cannot read it ({e.strerror}); give a JSON-lines file or 'feedback'") from None
+        raise RetrainError(
+            f"--train-base {path}: cannot read it ({e.strerror}); give a JSON-lines file or 'feedback'"
+        ) from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -275,12 +345,21 @@ def load_dataset(path: str, config: Config) -> list[Example]:
             row = json.loads(line)
             label = row["label"]
             features, text = row.get("features"), row.get("text")
-            ex = Example(f"dataset-{number}", f"dataset-{number}", "predict", "label", text=text,
-                         features=None if features is None else tuple(float(x) for x in features),
-                         served_label=label, target=label)  # fmt: skip
+            ex = Example(
+                f"dataset-{number}",
+                f"dataset-{number}",
+                "predict",
+                "label",
+                text=text,
+                features=None if features is None else tuple(float(x) for x in features),
+                served_label=label,
+                target=label,
+            )
         except (ValueError, KeyError, TypeError) as e:
-            raise RetrainError(f"--train-base {path} line {number}: {e!r}; each line must be "
-                               '{"features": [numbers], "label": int} or {"text": "...", "label": int}') from None  # fmt: skip
+            raise RetrainError(
+                f"--train-base {path} line {number}: {e!r}; each line must be "
+                '{"features": [numbers], "label": int} or {"text": "...", "label": int}'
+            ) from None
         reason = check_example(ex, base_model_config(config.model))
         if reason is not None:
             raise RetrainError(f"--train-base {path} line {number}: {reason}")
@@ -294,9 +373,17 @@ def _announce(config: Config, version: str, parent: str | None, n: int, eval_acc
     from streams import EventProducer
 
     producer = EventProducer(config.kafka.bootstrap_servers, client_id=f"{config.app}-retrain")
-    payload = {"version": version, "model_name": config.mlflow.model_name, "base_version": config.model.base_version,
-               "parent_version": parent or "", "events_seen": n, "reason": "offline retrain", "role": "challenger",
-               "source": "retrain", "metrics": {"eval_accuracy": eval_accuracy}}  # fmt: skip
+    payload = {
+        "version": version,
+        "model_name": config.mlflow.model_name,
+        "base_version": config.model.base_version,
+        "parent_version": parent or "",
+        "events_seen": n,
+        "reason": "offline retrain",
+        "role": "challenger",
+        "source": "retrain",
+        "metrics": {"eval_accuracy": eval_accuracy},
+    }
     try:
         producer.send_and_wait(config.topics.events, LifecycleEvent(type="version_published", payload=payload))
     finally:
@@ -320,7 +407,9 @@ def parse_time(text: str) -> float:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a time; use unix seconds or ISO 8601 like 2026-11-01T08:00") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time; use unix seconds or ISO 8601 like 2026-11-01T08:00"
+        ) from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
@@ -332,23 +421,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The retrain's options (shared by ``cl retrain``)."""
-    parser.add_argument("--since", type=parse_time, help="replay feedback from this time (unix seconds or ISO 8601; default: the beginning)")
+    parser.add_argument(
+        "--since",
+        type=parse_time,
+        help="replay feedback from this time (unix seconds or ISO 8601; default: the beginning)",
+    )
     parser.add_argument("--until", type=parse_time, help="replay feedback up to this time (default: now)")
-    parser.add_argument("--continue-from", help="a version number or alias (champion) to continue from (default: a fresh adapter)")
+    parser.add_argument(
+        "--continue-from", help="a version number or alias (champion) to continue from (default: a fresh adapter)"
+    )
     parser.add_argument("--epochs", type=int, default=3, help="passes over the replayed feedback (default 3)")
     parser.add_argument("--batch-size", type=int, default=64, help="examples per step (default 64)")
     parser.add_argument("--lr", type=float, help="learning rate (default: learner.lr)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-announce", action="store_true", help="register the version but do not announce it on cl.events")
-    parser.add_argument("--train-base", nargs="?", const="feedback", metavar="DATASET",
-                        help="first train the base model's own weights, on the replayed labels or on a JSON-lines file "
-                             "of {features|text, label}; saves them for model.base_weights")  # fmt: skip
+    parser.add_argument(
+        "--no-announce", action="store_true", help="register the version but do not announce it on cl.events"
+    )
+    parser.add_argument(
+        "--train-base",
+        nargs="?",
+        const="feedback",
+        metavar="DATASET",
+        help="first train the base model's own weights, on the replayed labels or on a JSON-lines file "
+        "of {features|text, label}; saves them for model.base_weights",
+    )
 
 
 def options_from(args: argparse.Namespace) -> RetrainOptions:
-    return RetrainOptions(since=args.since, until=args.until, continue_from=args.continue_from, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, announce=not args.no_announce,
-                          train_base=args.train_base)  # fmt: skip
+    return RetrainOptions(
+        since=args.since,
+        until=args.until,
+        continue_from=args.continue_from,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        announce=not args.no_announce,
+        train_base=args.train_base,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

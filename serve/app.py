@@ -22,9 +22,9 @@ from ray import serve
 
 from cl.config import Config, ConfigError, load_config
 from serve._private.status_board import kill_board
-from serve.rollout_controller import kill_controller
 from serve.ingress import Ingress
 from serve.replica import ModelReplica
+from serve.rollout_controller import kill_controller
 
 __all__ = ["app_from_env", "base_url", "build_app", "connect", "deploy", "shutdown"]
 
@@ -82,7 +82,9 @@ def app_from_env(args: dict[str, Any]) -> serve.Application:
     """
     bad = sorted(str(k) for k in args if not str(k).startswith("CL_"))
     if bad:
-        raise ConfigError([f"serve.app:app_from_env args {bad}: not configuration variables; name them CL_<SECTION>_<KEY>"])
+        raise ConfigError(
+            [f"serve.app:app_from_env args {bad}: not configuration variables; name them CL_<SECTION>_<KEY>"]
+        )
     return build_app(load_config(env={**os.environ, **{str(k): str(v) for k, v in args.items()}}))
 
 

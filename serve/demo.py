@@ -78,8 +78,10 @@ def run_demo(
             for event in tail.poll(500):
                 if event.type == "drift_detected":
                     result.drift_at.append(len(result.correct))
-                    say(f"  ! drift detected by the learner (after {event.payload.get('events_seen')} events; "
-                        f"actions: {', '.join(event.payload.get('actions') or []) or 'none'})")  # fmt: skip
+                    say(
+                        f"  ! drift detected by the learner (after {event.payload.get('events_seen')} events; "
+                        f"actions: {', '.join(event.payload.get('actions') or []) or 'none'})"
+                    )
                 elif event.type == "version_published":
                     result.published.append(str(event.payload.get("version")))
         tail.close()
@@ -93,7 +95,11 @@ def run_demo(
             r = client.post("/v1/predict", json={"features": features, "user_id": f"user-{i % 97}"})
             r.raise_for_status()
             served = r.json()
-            body = {"request_id": served["request_id"], "user_id": f"user-{i % 97}", **users.feedback(features, served["label"])}
+            body = {
+                "request_id": served["request_id"],
+                "user_id": f"user-{i % 97}",
+                **users.feedback(features, served["label"]),
+            }
             _post_feedback(client, body)
             ok = served["label"] == users.truth(features)
             with lock:
@@ -106,7 +112,10 @@ def run_demo(
 
     last = time.monotonic()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client, ThreadPoolExecutor(concurrency) as pool:
+    with (
+        httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client,
+        ThreadPoolExecutor(concurrency) as pool,
+    ):
         for start in range(0, requests, concurrency * 8):
             if start <= shift_at < start + concurrency * 8:
                 users.shift()
@@ -117,8 +126,10 @@ def run_demo(
                 with lock:
                     acc = sum(recent) / max(1, len(recent))
                     serving = result.versions[-1] if result.versions else "-"
-                say(f"  requests {len(result.correct):5d} | positive-rating rate (last 200) {acc:5.1%} | serving version {serving:>5}"
-                    f" | versions published {len(result.published):3d} | errors {result.errors}")  # fmt: skip
+                say(
+                    f"  requests {len(result.correct):5d} | positive-rating rate (last 200) {acc:5.1%} | serving version {serving:>5}"
+                    f" | versions published {len(result.published):3d} | errors {result.errors}"
+                )
                 last = time.monotonic()
     stop.set()
     watcher.join(timeout=5)

@@ -45,9 +45,9 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from cl.serving.adapter_cache import BASE_VERSION
 from cl.config import Config
 from cl.events import FeedbackEvent, RequestEvent, RequestInput, RequestOutput
+from cl.serving.adapter_cache import BASE_VERSION
 from cl.serving.inference import GenerateItem, InputError, Limits, PredictItem, check_generate, check_predict
 from serve._private import body_limit, completions
 from serve._private.access import AUTH_DOC, Access, Caller, announce_audit
@@ -190,8 +190,13 @@ class Ingress:
             return await method.remote(payload)
         except Exception as e:  # noqa: BLE001 - Ray raises ActorDiedError, RayActorError, ... while Serve replaces it
             logger.warning("model replica call failed: %s", e)
-            return {"error": {"status": 503, "field": "",
-                              "message": f"no model replica could answer ({type(e).__name__}); retry in a moment"}}
+            return {
+                "error": {
+                    "status": 503,
+                    "field": "",
+                    "message": f"no model replica could answer ({type(e).__name__}); retry in a moment",
+                }
+            }
 
     def _count(self, version: Any, result: dict[str, Any]) -> None:
         error = result.get("error")
@@ -206,8 +211,12 @@ class Ingress:
         details = body.model_dump()
         if self.controller is None:
             await self.access.record(action, caller.actor, "409 rollouts off", details)
-            return field_error("serve.serve_new_versions", "rollouts are off: each new version serves at once; "
-                               "set serve.serve_new_versions = false to run canary rollouts", status=409)
+            return field_error(
+                "serve.serve_new_versions",
+                "rollouts are off: each new version serves at once; "
+                "set serve.serve_new_versions = false to run canary rollouts",
+                status=409,
+            )
         try:
             decisions = await call()
         except Exception as e:  # noqa: BLE001 - the actor's ValueError names the problem
@@ -239,7 +248,9 @@ class Ingress:
         request_id = fields["request_id"]
         try:
             event = RequestEvent(**fields)
-            future = self.kafka.get(timeout_s=LOG_CONNECT_WAIT_S).send(self.config.topics.requests, event, key=request_id)
+            future = self.kafka.get(timeout_s=LOG_CONNECT_WAIT_S).send(
+                self.config.topics.requests, event, key=request_id
+            )
         except Exception as e:  # noqa: BLE001 - logging must not fail the request
             self._log_failed(e, request_id)
             return
@@ -252,8 +263,12 @@ class Ingress:
 
     # -- endpoints --------------------------------------------------------------------------
 
-    @app.post("/v1/predict", response_model=PredictResponse, summary="Classify text or a feature vector",
-              dependencies=AUTH_DOC)
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        summary="Classify text or a feature vector",
+        dependencies=AUTH_DOC,
+    )
     async def predict(self, body: PredictRequest, background: BackgroundTasks, request: Request) -> Any:
         caller = await self.access.admit(request, "predict")
         if not isinstance(caller, Caller):
@@ -295,8 +310,13 @@ class Ingress:
         caller = await self.access.admit(request, "predict")
         if not isinstance(caller, Caller):
             return caller
-        item = GenerateItem(prompt=body.prompt, max_new_tokens=body.max_new_tokens,
-                            temperature=body.temperature, top_p=body.top_p, seed=body.seed)
+        item = GenerateItem(
+            prompt=body.prompt,
+            max_new_tokens=body.max_new_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=body.seed,
+        )
         try:
             check_generate(item, self.model_config, self.limits)
         except InputError as e:
@@ -327,8 +347,12 @@ class Ingress:
         )
         return response
 
-    @app.post("/v1/completions", response_model=CompletionResponse, dependencies=AUTH_DOC,
-              summary="Complete a prompt, as OpenAI's completions API does (lm head)")
+    @app.post(
+        "/v1/completions",
+        response_model=CompletionResponse,
+        dependencies=AUTH_DOC,
+        summary="Complete a prompt, as OpenAI's completions API does (lm head)",
+    )
     async def complete(self, body: CompletionRequest, background: BackgroundTasks, request: Request) -> Any:
         caller = await self.access.admit(request, "predict")
         if not isinstance(caller, Caller):
@@ -342,8 +366,17 @@ class Ingress:
             return completions.error_response(completions.FIELD_NAMES.get(e.field, e.field), e.message)
         version, arm = await self._route(body.user, pinned)
         method = self.replica.generate if self.batching else self.replica.generate_unbatched
-        calls = [{"prompt": j.prompt, "max_new_tokens": j.item.max_new_tokens, "temperature": j.item.temperature,
-                  "top_p": j.item.top_p, "seed": j.item.seed, "model_version": version} for j in jobs]  # fmt: skip
+        calls = [
+            {
+                "prompt": j.prompt,
+                "max_new_tokens": j.item.max_new_tokens,
+                "temperature": j.item.temperature,
+                "top_p": j.item.top_p,
+                "seed": j.item.seed,
+                "model_version": version,
+            }
+            for j in jobs
+        ]
         results = await asyncio.gather(*(self._call_replica(method, call) for call in calls))
         for result in results:
             self._count(version, result)
@@ -355,9 +388,16 @@ class Ingress:
         request_ids = [uuid.uuid4().hex for _ in jobs]
         response = completions.respond(body, jobs, [r["text"] for r in results], request_ids, served)
         for job, choice, result in zip(jobs, response.choices, results):  # each as the replica that ran it says
-            background.add_task(self._log_request, request_id=choice.request_id, kind="generate",
-                                input=RequestInput(text=job.prompt), output=RequestOutput(text=choice.text),
-                                model_version=result["model_version"], arm=arm, user_id=body.user)  # fmt: skip
+            background.add_task(
+                self._log_request,
+                request_id=choice.request_id,
+                kind="generate",
+                input=RequestInput(text=job.prompt),
+                output=RequestOutput(text=choice.text),
+                model_version=result["model_version"],
+                arm=arm,
+                user_id=body.user,
+            )
         return response
 
     @app.post(
@@ -365,8 +405,10 @@ class Ingress:
         status_code=202,
         response_model=FeedbackAccepted,
         summary="Rate a served request",
-        responses={503: {"description": "Kafka did not acknowledge the feedback; nothing was accepted, retry."},
-                   429: {"description": "More feedback from this key than auth.feedback_rate_per_s; retry after Retry-After."}},
+        responses={
+            503: {"description": "Kafka did not acknowledge the feedback; nothing was accepted, retry."},
+            429: {"description": "More feedback from this key than auth.feedback_rate_per_s; retry after Retry-After."},
+        },
         dependencies=AUTH_DOC,
     )
     async def feedback(self, body: FeedbackEvent, request: Request) -> Any:
@@ -375,8 +417,12 @@ class Ingress:
             return caller
         return await accept_feedback(self.kafka, self.config.topics.feedback, body)
 
-    @app.get("/v1/models", response_model=ModelsResponse, summary="Versions, aliases and what is served",
-             dependencies=AUTH_DOC)
+    @app.get(
+        "/v1/models",
+        response_model=ModelsResponse,
+        summary="Versions, aliases and what is served",
+        dependencies=AUTH_DOC,
+    )
     async def models(self, request: Request) -> Any:
         caller = await self.access.admit(request, None)
         if not isinstance(caller, Caller):
@@ -385,10 +431,24 @@ class Ingress:
             versions = await asyncio.to_thread(self.registry.list_versions)
         except Exception as e:  # noqa: BLE001 - MLflow down: serving goes on, this listing cannot
             logger.warning("model registry not answering: %s", e)
-            return JSONResponse(status_code=503, headers={"Retry-After": "5"}, content={"detail": [
-                {"type": "registry_unavailable", "loc": [], "field": "", "msg": f"the model registry at "
-                 f"{self.config.mlflow.tracking_uri} does not answer ({type(e).__name__}); serving goes on, retry later"}]})
-        replicas = [ReplicaState(**{k: s[k] for k in ReplicaState.model_fields}) for s in await self.board.snapshot.remote()]
+            return JSONResponse(
+                status_code=503,
+                headers={"Retry-After": "5"},
+                content={
+                    "detail": [
+                        {
+                            "type": "registry_unavailable",
+                            "loc": [],
+                            "field": "",
+                            "msg": f"the model registry at "
+                            f"{self.config.mlflow.tracking_uri} does not answer ({type(e).__name__}); serving goes on, retry later",
+                        }
+                    ]
+                },
+            )
+        replicas = [
+            ReplicaState(**{k: s[k] for k in ReplicaState.model_fields}) for s in await self.board.snapshot.remote()
+        ]
         aliases = {alias: v.version for v in versions for alias in v.aliases}
         return ModelsResponse(
             model_name=self.config.mlflow.model_name,
@@ -402,8 +462,9 @@ class Ingress:
             replicas=replicas,
         )
 
-    @app.get("/v1/rollout", summary="The rollout: traffic split, champion history, what it waits for",
-             dependencies=AUTH_DOC)
+    @app.get(
+        "/v1/rollout", summary="The rollout: traffic split, champion history, what it waits for", dependencies=AUTH_DOC
+    )
     async def rollout(self, request: Request) -> Any:
         caller = await self.access.admit(request, None)
         if not isinstance(caller, Caller):
@@ -412,21 +473,34 @@ class Ingress:
             return {"enabled": False, "reason": "serve.serve_new_versions = true: each new version serves at once"}
         return {"enabled": True, **await self.controller.status.remote()}
 
-    @app.post("/v1/admin/promote", response_model=RolloutDecisions, summary="Make a version the champion",
-              dependencies=AUTH_DOC)
+    @app.post(
+        "/v1/admin/promote",
+        response_model=RolloutDecisions,
+        summary="Make a version the champion",
+        dependencies=AUTH_DOC,
+    )
     async def admin_promote(self, body: PromoteRequest, request: Request) -> Any:
         return await self._admin(request, "promote", body, lambda: self.controller.promote.remote(body.version))
 
-    @app.post("/v1/admin/rollback", response_model=RolloutDecisions,
-              summary="Roll the challenger back, or make any earlier version the champion", dependencies=AUTH_DOC)
+    @app.post(
+        "/v1/admin/rollback",
+        response_model=RolloutDecisions,
+        summary="Roll the challenger back, or make any earlier version the champion",
+        dependencies=AUTH_DOC,
+    )
     async def admin_rollback(self, body: RollbackRequest, request: Request) -> Any:
         return await self._admin(request, "rollback", body, lambda: self.controller.rollback.remote(body.to_version))
 
-    @app.post("/v1/admin/traffic", response_model=RolloutDecisions, summary="Set a challenger's share of traffic",
-              dependencies=AUTH_DOC)
+    @app.post(
+        "/v1/admin/traffic",
+        response_model=RolloutDecisions,
+        summary="Set a challenger's share of traffic",
+        dependencies=AUTH_DOC,
+    )
     async def admin_traffic(self, body: TrafficRequest, request: Request) -> Any:
-        return await self._admin(request, "traffic", body,
-                                 lambda: self.controller.set_traffic.remote(body.version, body.weight))
+        return await self._admin(
+            request, "traffic", body, lambda: self.controller.set_traffic.remote(body.version, body.weight)
+        )
 
     @app.get("/healthz", response_model=HealthResponse, summary="Liveness")
     async def healthz(self) -> HealthResponse:

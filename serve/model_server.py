@@ -31,10 +31,10 @@ from typing import Any, Protocol
 
 import torch
 
-from cl.serving.adapter_cache import BASE_VERSION, AdapterCache
-from cl.model.base_model import build_base_model
 from cl.config import Config
 from cl.model import ModelConfig
+from cl.model.base_model import build_base_model
+from cl.serving.adapter_cache import BASE_VERSION, AdapterCache
 from cl.serving.inference import (
     GenerateItem,
     InputError,
@@ -258,8 +258,9 @@ class ModelServer:
             Whether the current version changed.
         """
         if base_version is not None and base_version != self.config.model.base_version:
-            logger.warning("ignoring version %s: trained on base %s, not %s", version, base_version,
-                           self.config.model.base_version)
+            logger.warning(
+                "ignoring version %s: trained on base %s, not %s", version, base_version, self.config.model.base_version
+            )
             return False
         try:
             if self.config.serve.serve_new_versions and _newer(version, self._current):

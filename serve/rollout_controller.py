@@ -27,12 +27,12 @@ from typing import Any
 
 import ray
 
-from cl.serving.adapter_cache import BASE_VERSION
 from cl.config import Config
-from cl.learning.eval_set import EvalSet, is_held_out, score_adapter
 from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
+from cl.learning.eval_set import EvalSet, is_held_out, score_adapter
 from cl.learning.example import Example
 from cl.rollout import CanaryPolicy, Decision
+from cl.serving.adapter_cache import BASE_VERSION
 
 __all__ = ["NAMESPACE", "RolloutController", "controller_name", "get_controller", "kill_controller"]
 
@@ -92,14 +92,18 @@ class RolloutController:
             positions = saved["positions"]
             self.restored_from = saved["event_id"]
             if self.policy.champion != champion:  # the alias is the truth (moved by hand in MLflow?)
-                logger.warning("champion alias says %s, saved rollout state %s; following the alias", champion,
-                               self.policy.champion)
+                logger.warning(
+                    "champion alias says %s, saved rollout state %s; following the alias",
+                    champion,
+                    self.policy.champion,
+                )
                 self.policy = CanaryPolicy(champion, cfg.rollout)
         else:
             self.policy = CanaryPolicy(champion, cfg.rollout)
         topics = cfg.topics
-        self.reader = OffsetReader(cfg.kafka.bootstrap_servers, [topics.requests, topics.feedback],
-                                   f"{cfg.app}-rollout", positions=positions)  # fmt: skip
+        self.reader = OffsetReader(
+            cfg.kafka.bootstrap_servers, [topics.requests, topics.feedback], f"{cfg.app}-rollout", positions=positions
+        )
         self.tail = EventTail(cfg.kafka.bootstrap_servers, topics.events, LifecycleEvent)
         self._candidate = self.registry.latest_version()
         self._announce_split()
@@ -125,8 +129,13 @@ class RolloutController:
 
     def _routing(self) -> dict[str, Any]:
         p = self.policy
-        return {"epoch": self.epoch, "rollout_id": p.rollout_id if p.active else None, "champion": p.champion,
-                "challengers": list(p.challengers), "weights": p.weights}  # fmt: skip
+        return {
+            "epoch": self.epoch,
+            "rollout_id": p.rollout_id if p.active else None,
+            "champion": p.champion,
+            "challengers": list(p.challengers),
+            "weights": p.weights,
+        }
 
     def record_requests(self, counts: dict[str, list[int]]) -> None:
         """``{version: [requests, errors]}`` served since the ingress last said."""
@@ -201,8 +210,11 @@ class RolloutController:
     def _step(self) -> None:
         for event in self.tail.poll(timeout_ms=0):
             p = event.payload or {}
-            if (event.type == "version_published" and p.get("model_name") in (None, self.config.mlflow.model_name)
-                    and p.get("base_version") in (None, self.config.model.base_version)):  # fmt: skip
+            if (
+                event.type == "version_published"
+                and p.get("model_name") in (None, self.config.mlflow.model_name)
+                and p.get("base_version") in (None, self.config.model.base_version)
+            ):
                 version = str(p["version"])
                 if self._candidate is None or _newer(version, self._candidate):
                     self._candidate = version
@@ -275,7 +287,9 @@ class RolloutController:
             self.registry.set_alias("challenger", d.version)
         elif d.action in ("promote", "rollback", "retire") and not self.policy.active:
             self.registry.delete_alias("challenger")
-        self.producer.send(self.config.topics.events, LifecycleEvent(type=d.lifecycle_type or "rollout_decision", payload=record))
+        self.producer.send(
+            self.config.topics.events, LifecycleEvent(type=d.lifecycle_type or "rollout_decision", payload=record)
+        )
 
     def _evaluate(self, challenger: str) -> None:
         """Score champion and challenger on the frozen evaluation set; tell the policy."""
@@ -292,8 +306,12 @@ class RolloutController:
             self.policy.observe_eval(version, score)
 
     def _checkpoint(self) -> None:
-        state = {"policy": self.policy.to_dict(), "positions": self.reader.positions(),
-                 "evals": self.evals.state_dict(), "judged": self.judged[-1000:]}  # fmt: skip
+        state = {
+            "policy": self.policy.to_dict(),
+            "positions": self.reader.positions(),
+            "evals": self.evals.state_dict(),
+            "judged": self.judged[-1000:],
+        }
         payload = {"model_name": self.config.mlflow.model_name, "state": state}
         self.producer.send(self.config.topics.events, LifecycleEvent(type="rollout_state", payload=payload))
         self._observed = 0
@@ -301,7 +319,9 @@ class RolloutController:
     def _last_checkpoint(self) -> dict[str, Any] | None:
         from streams import EventTail
 
-        tail = EventTail(self.config.kafka.bootstrap_servers, self.config.topics.events, LifecycleEvent, from_beginning=True)
+        tail = EventTail(
+            self.config.kafka.bootstrap_servers, self.config.topics.events, LifecycleEvent, from_beginning=True
+        )
         last = None
         try:
             for e in tail.read_to_end():

@@ -79,16 +79,25 @@ class PredictResponse(BaseModel):
     label: int = Field(description="Predicted class.")
     probabilities: list[float] = Field(description="Probability of each class, indexed by label.")
     model_version: str = Field(description="Model version that answered ('base' or a registered version).")
-    arm: str = Field(description="Traffic arm that answered: 'champion', 'challenger', or 'pinned' for a pinned version.")
+    arm: str = Field(
+        description="Traffic arm that answered: 'champion', 'challenger', or 'pinned' for a pinned version."
+    )
 
 
 class GenerateRequest(_Body):
     """Continue a prompt with the language-model head."""
 
     prompt: str = Field(description="Text to continue.")
-    max_new_tokens: int = Field(32, ge=1, description="At most this many new tokens (bytes); capped by serve.max_new_tokens.")
-    temperature: float = Field(0.0, ge=0.0, le=100.0, allow_inf_nan=False,
-                               description="0 = greedy; > 0 samples (above ~10 the output is noise; at most 100).")
+    max_new_tokens: int = Field(
+        32, ge=1, description="At most this many new tokens (bytes); capped by serve.max_new_tokens."
+    )
+    temperature: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        allow_inf_nan=False,
+        description="0 = greedy; > 0 samples (above ~10 the output is noise; at most 100).",
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     seed: int | None = Field(None, description="With sampling, the same seed gives the same text.")
     user_id: str | None = Field(None, max_length=256, description="Who asks, if known.")
@@ -125,7 +134,9 @@ class ReplicaState(BaseModel):
 
     replica_id: str
     current_version: str = Field(description="Version served to requests that do not pin one.")
-    loaded_versions: list[str] = Field(description="Versions in the replica's adapter slots, least recently used first.")
+    loaded_versions: list[str] = Field(
+        description="Versions in the replica's adapter slots, least recently used first."
+    )
     reported_s_ago: float = Field(description="Seconds since the replica last reported.")
 
 
@@ -159,8 +170,12 @@ class PromoteRequest(_Body):
 class RollbackRequest(_Body):
     """Take the challenger's traffic to 0, or make an earlier version the champion again."""
 
-    to_version: str | None = Field(None, min_length=1, max_length=64,
-                                   description="Any version to serve as champion; omit to roll the challenger back.")
+    to_version: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Any version to serve as champion; omit to roll the challenger back.",
+    )
 
 
 class TrafficRequest(_Body):
@@ -190,14 +205,21 @@ class CompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str | None = Field(None, max_length=128, description=(
-        "The service's model name (or 'cl', 'default'): served as routed; 'base' or a version number "
-        "pins that version."))  # fmt: skip
+    model: str | None = Field(
+        None,
+        max_length=128,
+        description=(
+            "The service's model name (or 'cl', 'default'): served as routed; 'base' or a version number "
+            "pins that version."
+        ),
+    )
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=8)] = Field(
         description="Text to continue, or up to 8 texts (one choice each)."
     )
     max_tokens: int = Field(16, ge=1, description="New tokens (bytes) per choice; capped by serve.max_new_tokens.")
-    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False, description="0 = greedy; OpenAI's range 0 to 2.")
+    temperature: float = Field(
+        1.0, ge=0.0, le=2.0, allow_inf_nan=False, description="0 = greedy; OpenAI's range 0 to 2."
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     n: int = Field(1, ge=1, le=4, description="Choices per prompt (each sampled with its own seed).")
     stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(

@@ -23,10 +23,14 @@ class DeadLetters:
 
     def invalid(self, record: Record, error: EventError) -> None:
         """A payload that failed validation."""
-        letter = DeadLetter.from_error(record.value, error, topic=record.topic, partition=record.partition, offset=record.offset)
+        letter = DeadLetter.from_error(
+            record.value, error, topic=record.topic, partition=record.partition, offset=record.offset
+        )
         self._send(letter, record.key.decode(errors="replace") if record.key else None)
 
-    def rejected(self, feedback: FeedbackEvent, reason: str, field: str, message: str, source_topic: str | None = None) -> None:
+    def rejected(
+        self, feedback: FeedbackEvent, reason: str, field: str, message: str, source_topic: str | None = None
+    ) -> None:
         """A valid event the learner cannot use (unjoined, a label out of range, ...)."""
         letter = DeadLetter(
             raw=feedback.model_dump_json(),

@@ -69,8 +69,9 @@ class EvalFeed:
                     raise
                 time.sleep(0.2)
 
-    def round_trip(self, first: int, features: list[list[float]], served: list[Any], labels: list[int],
-                   timeout_s: float = 60.0) -> list[Example]:  # fmt: skip
+    def round_trip(
+        self, first: int, features: list[list[float]], served: list[Any], labels: list[int], timeout_s: float = 60.0
+    ) -> list[Example]:
         """Produce events ``first, first + 1, ...`` and return their joined examples in event order.
 
         Raises:
@@ -79,9 +80,14 @@ class EvalFeed:
         ids = [f"{self.run_id}-{first + i}" for i in range(len(features))]
         for i, (rid, x, pred, y) in enumerate(zip(ids, features, served, labels)):
             self.index[rid] = first + i
-            request = RequestEvent(request_id=rid, kind="predict", input={"features": x},
-                                   output={"label": pred.label, "probabilities": pred.probabilities},
-                                   model_version=f"eval-{self.run_id}", arm="champion")  # fmt: skip
+            request = RequestEvent(
+                request_id=rid,
+                kind="predict",
+                input={"features": x},
+                output={"label": pred.label, "probabilities": pred.probabilities},
+                model_version=f"eval-{self.run_id}",
+                arm="champion",
+            )
             self.producer.send(self.requests_topic, request, key=rid)
             self.producer.send(self.feedback_topic, FeedbackEvent(request_id=rid, label=y), key=rid)
         self.producer.flush()
@@ -91,9 +97,11 @@ class EvalFeed:
         deadline = time.monotonic() + timeout_s
         while len(joined) < len(ids):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Kafka returned {len(joined)} of {len(ids)} events of the micro-batch at "
-                                   f"{first} within {timeout_s:g} s ({dict(self.counts)}); "
-                                   "is the broker healthy?")
+                raise TimeoutError(
+                    f"Kafka returned {len(joined)} of {len(ids)} events of the micro-batch at "
+                    f"{first} within {timeout_s:g} s ({dict(self.counts)}); "
+                    "is the broker healthy?"
+                )
             for record in self.reader.poll(timeout_ms=100):
                 joined += self._consume(record)
         self.counts["examples joined"] += len(joined)

@@ -51,7 +51,9 @@ def read_history(
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            raise ValueError(f"topic {topic!r} does not exist on {bootstrap_servers}; check the name (cl up creates the service's topics)")
+            raise ValueError(
+                f"topic {topic!r} does not exist on {bootstrap_servers}; check the name (cl up creates the service's topics)"
+            )
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = consumer.end_offsets(tps)
         starts = _start_offsets(consumer, tps, since, ends)
@@ -67,7 +69,9 @@ def read_history(
                 batch = consumer.poll(timeout_ms=poll_timeout_ms).get(tp, [])
                 if not batch:
                     if time.monotonic() - idle_since > max_idle_s:
-                        raise TimeoutError(f"{topic}[{tp.partition}] stopped at offset {position} of {ends[tp]}; is the broker up?")
+                        raise TimeoutError(
+                            f"{topic}[{tp.partition}] stopped at offset {position} of {ends[tp]}; is the broker up?"
+                        )
                     continue
                 idle_since = time.monotonic()
                 for m in batch:
@@ -86,8 +90,9 @@ def read_history(
         consumer.close()
 
 
-def _start_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], since: float | None,
-                   ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:  # fmt: skip
+def _start_offsets(
+    consumer: KafkaConsumer, tps: list[TopicPartition], since: float | None, ends: dict[TopicPartition, int]
+) -> dict[TopicPartition, int]:
     """The first offset at or after ``since`` (no such record: the end), or the beginning."""
     if since is None:
         return consumer.beginning_offsets(tps)

@@ -95,8 +95,7 @@ class FeedbackJoiner:
     def expire(self, now: float) -> list[FeedbackEvent]:
         """Drop requests past the window; return feedback that waited too long for its request."""
         while self._requests and (
-            len(self._requests) > self.max_requests
-            or next(iter(self._requests.values()))[3] < now - self.max_age_s
+            len(self._requests) > self.max_requests or next(iter(self._requests.values()))[3] < now - self.max_age_s
         ):
             self._requests.popitem(last=False)
         expired: list[FeedbackEvent] = []

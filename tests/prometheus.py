@@ -15,8 +15,12 @@ def scrape(url: str, prefix: str = "ray_cl_") -> list[Sample]:
     """Every sample whose name starts with ``prefix``."""
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
-    return [(s.name, dict(s.labels), s.value) for family in text_string_to_metric_families(text)
-            for s in family.samples if s.name.startswith(prefix)]  # fmt: skip
+    return [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith(prefix)
+    ]
 
 
 def total(samples: list[Sample], name: str, **labels: str) -> float:
@@ -37,4 +41,6 @@ def wait_for(url: str, ready: Callable[[list[Sample]], bool], timeout_s: float =
             return samples
         time.sleep(1.0)
     names = sorted({n for n, _, _ in samples})  # ours only: ray_cl_*
-    raise AssertionError(f"the metrics at {url} did not show what was expected in {timeout_s:g} s; ray_cl_ series: {names}")
+    raise AssertionError(
+        f"the metrics at {url} did not show what was expected in {timeout_s:g} s; ray_cl_ series: {names}"
+    )

@@ -53,8 +53,19 @@ def violations(package: str, root: Path = REPO) -> list[str]:
                 continue
             if rel.startswith(COMPOSITION_ROOT) and lazy:
                 continue
-            where = "at module level in the composition root; import it inside the command" if rel.startswith(COMPOSITION_ROOT) else ""
-            out.append(f"{rel}:{line} imports {top}" + (f" ({where})" if where else f"; {package} may import {sorted(MAY_IMPORT[package]) or 'nothing of ours'}"))
+            where = (
+                "at module level in the composition root; import it inside the command"
+                if rel.startswith(COMPOSITION_ROOT)
+                else ""
+            )
+            out.append(
+                f"{rel}:{line} imports {top}"
+                + (
+                    f" ({where})"
+                    if where
+                    else f"; {package} may import {sorted(MAY_IMPORT[package]) or 'nothing of ours'}"
+                )
+            )
     return out
 
 

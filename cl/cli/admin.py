@@ -29,8 +29,11 @@ def _call(config: Config, action: Callable[[Client], object]) -> tuple[int, obje
     except ServiceError as e:
         print(f"cl: {e}", file=sys.stderr)
         if isinstance(e, AuthError):
-            print("cl: set CL_API_KEY to a key with the admin role (`cl keys create --name ops --role admin`; "
-                  "`cl run` prints one)", file=sys.stderr)  # fmt: skip
+            print(
+                "cl: set CL_API_KEY to a key with the admin role (`cl keys create --name ops --role admin`; "
+                "`cl run` prints one)",
+                file=sys.stderr,
+            )
     return 1, None
 
 
@@ -54,8 +57,10 @@ def versions(config: Config, args: argparse.Namespace) -> int:
     print(f"{'version':>8}  {'aliases':<22} {'traffic':>7}  events_seen  reason")
     for v in listing.versions:
         share = f"{weights[v.version]:.0%}" if v.version in weights else ""
-        print(f"{v.version:>8}  {','.join(v.aliases):<22} {share:>7}  {v.tags.get('events_seen', ''):>11}  "
-              f"{v.tags.get('reason', '')}")  # fmt: skip
+        print(
+            f"{v.version:>8}  {','.join(v.aliases):<22} {share:>7}  {v.tags.get('events_seen', ''):>11}  "
+            f"{v.tags.get('reason', '')}"
+        )
     if rollout.enabled:
         state = f"rollout {rollout.rollout_id} of {', '.join(rollout.challengers)}" if rollout.active else "no rollout"
         print(f"\nchampion: {rollout.champion}; {state}")

@@ -24,10 +24,14 @@ def eval_protocols(config: Config, args: argparse.Namespace) -> int:
         return 2
     from streams.eval_feed import EvalFeed
 
-    results = run_suite(names, quick=args.quick, out=Path(args.out), config=config,
-                        feeds=lambda stream: EvalFeed(config, stream))  # fmt: skip
+    results = run_suite(
+        names, quick=args.quick, out=Path(args.out), config=config, feeds=lambda stream: EvalFeed(config, stream)
+    )
     missed = [f"{r.name}: {g.name}" for r in results for g in r.goals if not g.met]
-    print(f"\nreports in {args.out}/ (index: {args.out}/README.md)" + (f"; goals not met: {', '.join(missed)}" if missed else ""))
+    print(
+        f"\nreports in {args.out}/ (index: {args.out}/README.md)"
+        + (f"; goals not met: {', '.join(missed)}" if missed else "")
+    )
     return 0
 
 
@@ -71,8 +75,17 @@ def profile(config: Config, args: argparse.Namespace) -> int:
     say(f"preset {preset} on {device}, batch sizes {sizes}, {args.warmup} + {args.iters} iterations each")
     try:  # ModelConfigError (an unknown preset names the known ones) is a ValueError too
         model_cfg = base_model_config(dataclasses.replace(config.model, preset=preset), n_adapter_slots=slots)
-        rows = profile_model(model_cfg, sizes, seq_len=args.seq_len, new_tokens=args.new_tokens, adapters=args.adapters,
-                             iters=args.iters, warmup=args.warmup, device=device, progress=say)  # fmt: skip
+        rows = profile_model(
+            model_cfg,
+            sizes,
+            seq_len=args.seq_len,
+            new_tokens=args.new_tokens,
+            adapters=args.adapters,
+            iters=args.iters,
+            warmup=args.warmup,
+            device=device,
+            progress=say,
+        )
     except ValueError as e:
         print(f"cl profile: {e}", file=sys.stderr)
         return 2
@@ -80,10 +93,12 @@ def profile(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps([{"preset": preset, **r.to_dict()} for r in rows], indent=2))
         return 0
     r = rows[0]
-    print(f"preset {preset} ({r.parameters:,} parameters) on {r.device} ({r.threads} torch threads); seq_len {r.seq_len}, "
-          f"{r.new_tokens} new tokens; {f'{args.adapters} adapters mixed per batch' if args.adapters else 'base only'}; "
-          f"{r.warmup} warm-up + {r.iters} timed iterations\n"
-          f"peak MB: {r.memory}\n")  # fmt: skip
+    print(
+        f"preset {preset} ({r.parameters:,} parameters) on {r.device} ({r.threads} torch threads); seq_len {r.seq_len}, "
+        f"{r.new_tokens} new tokens; {f'{args.adapters} adapters mixed per batch' if args.adapters else 'base only'}; "
+        f"{r.warmup} warm-up + {r.iters} timed iterations\n"
+        f"peak MB: {r.memory}\n"
+    )
     print(format_table(rows))
     return 0
 
@@ -118,10 +133,13 @@ def bench(config: Config, args: argparse.Namespace) -> int:
     stacked = [n for n in names if BENCHMARKS[n].needs_stack]
     down = [s for s in status(config) if not s.healthy] if stacked else []
     if down:
-        print(f"cl bench: {', '.join(stacked)} {'needs' if len(stacked) == 1 else 'need'} the local stack, and "
-              f"{', '.join(s.name for s in down)} {'is' if len(down) == 1 else 'are'} down: start it with `cl up` "
-              "(or run `make bench`, which does), then run `cl bench` again; "
-              f"`cl bench --only kernels,rollout` needs no stack.", file=sys.stderr)  # fmt: skip
+        print(
+            f"cl bench: {', '.join(stacked)} {'needs' if len(stacked) == 1 else 'need'} the local stack, and "
+            f"{', '.join(s.name for s in down)} {'is' if len(down) == 1 else 'are'} down: start it with `cl up` "
+            "(or run `make bench`, which does), then run `cl bench` again; "
+            f"`cl bench --only kernels,rollout` needs no stack.",
+            file=sys.stderr,
+        )
         for s in down:
             print("  " + s.line(), file=sys.stderr)
         return 1

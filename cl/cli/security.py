@@ -24,8 +24,11 @@ def audit_cli(config: Config, action: str, details: dict) -> None:
         announce_audit(producer, config, record)
         producer.close(timeout_s=5.0)
     except ProduceError as e:
-        print(f"cl: {action} is in the audit trail ({config.audit_path}) but not announced on "
-              f"{config.topics.events}: {e}", file=sys.stderr)  # fmt: skip
+        print(
+            f"cl: {action} is in the audit trail ({config.audit_path}) but not announced on "
+            f"{config.topics.events}: {e}",
+            file=sys.stderr,
+        )
 
 
 def keys_create(config: Config, args: argparse.Namespace) -> int:
@@ -47,8 +50,10 @@ def keys_create(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps({"key": key, **info}, indent=2))
         return 0
     roles_text = ", ".join(f"{r} (expires {when})" for r, when in info["roles"].items())
-    print(f"key {record.key_id} ({record.name}): {roles_text}\n{key}\n"
-          "Shown once; only its hash is kept. Send it as 'Authorization: Bearer <key>' (or set CL_API_KEY for cl).")
+    print(
+        f"key {record.key_id} ({record.name}): {roles_text}\n{key}\n"
+        "Shown once; only its hash is kept. Send it as 'Authorization: Bearer <key>' (or set CL_API_KEY for cl)."
+    )
     return 0
 
 
@@ -90,7 +95,10 @@ def audit(config: Config, args: argparse.Namespace) -> int:
     if args.verify:
         n, problem = trail.verify()
         if problem:
-            print(f"cl audit: the audit trail {config.audit_path} is broken after {n} good records: {problem}", file=sys.stderr)
+            print(
+                f"cl audit: the audit trail {config.audit_path} is broken after {n} good records: {problem}",
+                file=sys.stderr,
+            )
             return 1
         print(f"{n} records, chain intact ({config.audit_path})")
         return 0

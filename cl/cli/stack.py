@@ -6,9 +6,8 @@ import argparse
 import json
 import sys
 
-from cl.config import Config
-
 from cl.cli.security import audit_cli
+from cl.config import Config
 
 __all__ = ["config_show", "demo", "down", "learn", "retrain", "run", "serve", "status", "up"]
 
@@ -111,9 +110,11 @@ def demo(config: Config, args: argparse.Namespace) -> int:
     print(f"demo: {args.requests} simulated requests with ratings against {url}")
     result = run_demo(config, url, requests=args.requests, api_key=client_key)
     half = len(result.correct) // 2
-    print(f"\ndemo done: positive-rating rate {result.accuracy(0, half):.1%} before the shift, "
-          f"{result.accuracy(half, half + 400):.1%} right after it, {result.accuracy(-400):.1%} at the end; "
-          f"{len(result.published)} versions published, {len(result.drift_at)} drift detection(s).")  # fmt: skip
+    print(
+        f"\ndemo done: positive-rating rate {result.accuracy(0, half):.1%} before the shift, "
+        f"{result.accuracy(half, half + 400):.1%} right after it, {result.accuracy(-400):.1%} at the end; "
+        f"{len(result.published)} versions published, {len(result.drift_at)} drift detection(s)."
+    )
     print(f"learning curves: {config.mlflow.tracking_uri} (experiment {config.mlflow.model_name})")
     return 0 if result.errors == 0 else 1
 
@@ -136,7 +137,9 @@ def _demo_keys(config: Config) -> dict[str, str]:
     for record in store.list():
         if record.name in wanted and record.status() == "active":
             store.revoke(record.key_id)
-            audit_cli(config, "key_revoked", {"key_id": record.key_id, "name": record.name, "why": "replaced by cl demo"})
+            audit_cli(
+                config, "key_revoked", {"key_id": record.key_id, "name": record.name, "why": "replaced by cl demo"}
+            )
     made = {}
     for name, roles in wanted.items():
         made[name], record = store.create(name, roles)

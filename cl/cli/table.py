@@ -37,7 +37,10 @@ class Command:
 
 _JSON = (("--json",), {"action": "store_true", "help": "print JSON instead of text"})
 
-_OUT = (("--out",), {"default": "docs/eval", "help": "folder for the Markdown reports and PNG plots (default docs/eval)"})
+_OUT = (
+    ("--out",),
+    {"default": "docs/eval", "help": "folder for the Markdown reports and PNG plots (default docs/eval)"},
+)
 
 
 _MAX_EVENTS = (("--max-events",), {"type": int, "help": "stop the learner after this many applied events"})
@@ -49,71 +52,180 @@ _FOREGROUND = (("--foreground",), {"action": "store_true", "help": "run in this 
 _REQUESTS = (("--requests",), {"type": int, "default": 4000, "help": "simulated requests to send (default 4000)"})
 
 
-_ROLE = (("--role",), {"action": "append", "metavar": "ROLE[:DURATION]",
-                       "help": "predict, feedback or admin, optionally expiring, e.g. admin:1h (repeat for several)"})
+_ROLE = (
+    ("--role",),
+    {
+        "action": "append",
+        "metavar": "ROLE[:DURATION]",
+        "help": "predict, feedback or admin, optionally expiring, e.g. admin:1h (repeat for several)",
+    },
+)
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command(("up",), stack.up, "start Kafka, MLflow and Ray locally (or use the ones configured) and create the topics"),
+    Command(
+        ("up",), stack.up, "start Kafka, MLflow and Ray locally (or use the ones configured) and create the topics"
+    ),
     Command(("down",), stack.down, "stop the services that `cl up` started"),
-    Command(("status",), stack.status, "show each service's address, health and version; exit 1 if one is down", (_JSON,)),
-    Command(("config", "show"), stack.config_show, "print the resolved configuration (file + CL_* environment)", (_JSON,)),
+    Command(
+        ("status",), stack.status, "show each service's address, health and version; exit 1 if one is down", (_JSON,)
+    ),
+    Command(
+        ("config", "show"), stack.config_show, "print the resolved configuration (file + CL_* environment)", (_JSON,)
+    ),
     Command(("serve",), stack.serve, "deploy the model-serving application on Ray Serve and print its URL"),
-    Command(("learn",), stack.learn, "start the online learner (a Ray Train job) on the feedback stream",
-            (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND)),
-    Command(("retrain",), stack.retrain, "replay the feedback history into a new adapter as a Ray job and register it as a "
-            "challenger (options: `cl retrain -- --help`)",
-            ((("--wait",), {"action": "store_true", "help": "follow the job's log until it ends"}),
-             (("retrain_args",), {"nargs": argparse.REMAINDER, "help": "options of python -m learners.retrain"}))),
-    Command(("eval",), evaluation.eval_protocols, "run the evaluation protocols (digits, drifting streams, detectors, language feedback) "
-            "with their baselines and write Markdown reports with plots",
-            ((("--quick",), {"action": "store_true", "help": "the small sizes the test suite uses"}),
-             (("--only",), {"help": "comma-separated protocols, e.g. digits,detector_calibration"}), _OUT)),
-    Command(("report",), evaluation.report, "plot the running service's learning curve with its drifts, promotions and rollbacks "
-            "(from cl.events) and rebuild the reports' index", (_OUT,)),
-    Command(("profile",), evaluation.profile, "measure the model's latency (p50/p95/p99), throughput and peak memory per batch "
-            "size: a classify forward and a generation, base only or with mixed adapters",
-            ((("--preset",), {"help": "a model preset: tiny, small, base or large (default: model.preset of the config)"}),
-             (("--batch-size",), {"type": evaluation.batch_sizes, "action": "append", "metavar": "N[,N...]",
-                                  "help": "batch sizes, one row each (repeat or comma list; default 1,8,32)"}),
-             (("--seq-len",), {"type": int, "default": 64, "help": "tokens per row, and prompt length (default 64)"}),
-             (("--new-tokens",), {"type": int, "default": 16, "help": "tokens generated per row (default 16)"}),
-             (("--adapters",), {"type": int, "default": 0, "help": "distinct LoRA adapters mixed in a batch (default 0: base only)"}),
-             (("--iters",), {"type": int, "default": 50, "help": "timed iterations per measure (default 50)"}),
-             (("--warmup",), {"type": int, "default": 5, "help": "untimed iterations before them (default 5)"}),
-             (("--device",), {"choices": ("cpu", "cuda"), "help": "default: cuda if available, else cpu"}), _JSON)),
-    Command(("bench",), evaluation.bench, "run the benchmarks (python -m bench); those on the local stack need `cl up` first",
-            ((("--only",), {"help": "comma-separated, from kernels,rollout,online,rollback,soak (default: all)"}),)),
-    Command(("demo",), stack.demo, "simulated users call the service and rate it; their preferences change halfway", (_REQUESTS,)),
-    Command(("run",), stack.run, "up + serve + learn + demo: the whole service with its local defaults",
-            (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND, _REQUESTS)),
-    Command(("versions",), admin.versions, "list adapter versions with their aliases and traffic, and the rollout's state", (_JSON,)),
-    Command(("promote",), admin.promote, "make a version the champion now",
-            ((("version",), {"help": "a registered version, e.g. 7 (or base)"}),)),
-    Command(("rollback",), admin.rollback, "take the challenger's traffic to 0, or (--to) make any version the champion again",
-            ((("--to",), {"help": "the version to serve as champion, e.g. 5 or base"}),)),
-    Command(("traffic",), admin.traffic, "set a challenger's share of the traffic",
-            ((("version",), {"help": "a challenger of the running rollout"}),
-             (("weight",), {"type": float, "help": "its share, 0 to 1"}))),
-    Command(("keys", "create"), security.keys_create, "create an API key with roles (predict, feedback, admin), each optionally "
-            "expiring; prints the key once",
-            ((("--name",), {"required": True, "help": "who holds it, e.g. checkout-service"}), _ROLE,
-             (("--expires-in",), {"help": "expiry of roles given without one, e.g. 30d (default: never)"}), _JSON)),
-    Command(("keys", "list"), security.keys_list, "list API keys: id, name, status, roles and their expiry (never the keys)", (_JSON,)),
-    Command(("keys", "revoke"), security.keys_revoke, "revoke an API key at once",
-            ((("key_id",), {"help": "the key's id, as `cl keys list` shows it"}),)),
-    Command(("audit",), security.audit, "show the audit trail of admin actions, key changes and refused requests",
-            ((("--limit",), {"type": int, "default": 50, "help": "newest records to show (default 50; 0: all)"}),
-             (("--verify",), {"action": "store_true", "help": "check the hash chain; exit 1 if a record was altered"}),
-             _JSON)),
-)  # fmt: skip
-
+    Command(
+        ("learn",),
+        stack.learn,
+        "start the online learner (a Ray Train job) on the feedback stream",
+        (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND),
+    ),
+    Command(
+        ("retrain",),
+        stack.retrain,
+        "replay the feedback history into a new adapter as a Ray job and register it as a "
+        "challenger (options: `cl retrain -- --help`)",
+        (
+            (("--wait",), {"action": "store_true", "help": "follow the job's log until it ends"}),
+            (("retrain_args",), {"nargs": argparse.REMAINDER, "help": "options of python -m learners.retrain"}),
+        ),
+    ),
+    Command(
+        ("eval",),
+        evaluation.eval_protocols,
+        "run the evaluation protocols (digits, drifting streams, detectors, language feedback) "
+        "with their baselines and write Markdown reports with plots",
+        (
+            (("--quick",), {"action": "store_true", "help": "the small sizes the test suite uses"}),
+            (("--only",), {"help": "comma-separated protocols, e.g. digits,detector_calibration"}),
+            _OUT,
+        ),
+    ),
+    Command(
+        ("report",),
+        evaluation.report,
+        "plot the running service's learning curve with its drifts, promotions and rollbacks "
+        "(from cl.events) and rebuild the reports' index",
+        (_OUT,),
+    ),
+    Command(
+        ("profile",),
+        evaluation.profile,
+        "measure the model's latency (p50/p95/p99), throughput and peak memory per batch "
+        "size: a classify forward and a generation, base only or with mixed adapters",
+        (
+            (
+                ("--preset",),
+                {"help": "a model preset: tiny, small, base or large (default: model.preset of the config)"},
+            ),
+            (
+                ("--batch-size",),
+                {
+                    "type": evaluation.batch_sizes,
+                    "action": "append",
+                    "metavar": "N[,N...]",
+                    "help": "batch sizes, one row each (repeat or comma list; default 1,8,32)",
+                },
+            ),
+            (("--seq-len",), {"type": int, "default": 64, "help": "tokens per row, and prompt length (default 64)"}),
+            (("--new-tokens",), {"type": int, "default": 16, "help": "tokens generated per row (default 16)"}),
+            (
+                ("--adapters",),
+                {"type": int, "default": 0, "help": "distinct LoRA adapters mixed in a batch (default 0: base only)"},
+            ),
+            (("--iters",), {"type": int, "default": 50, "help": "timed iterations per measure (default 50)"}),
+            (("--warmup",), {"type": int, "default": 5, "help": "untimed iterations before them (default 5)"}),
+            (("--device",), {"choices": ("cpu", "cuda"), "help": "default: cuda if available, else cpu"}),
+            _JSON,
+        ),
+    ),
+    Command(
+        ("bench",),
+        evaluation.bench,
+        "run the benchmarks (python -m bench); those on the local stack need `cl up` first",
+        ((("--only",), {"help": "comma-separated, from kernels,rollout,online,rollback,soak (default: all)"}),),
+    ),
+    Command(
+        ("demo",),
+        stack.demo,
+        "simulated users call the service and rate it; their preferences change halfway",
+        (_REQUESTS,),
+    ),
+    Command(
+        ("run",),
+        stack.run,
+        "up + serve + learn + demo: the whole service with its local defaults",
+        (_MAX_EVENTS, _IDLE_EXIT, _FOREGROUND, _REQUESTS),
+    ),
+    Command(
+        ("versions",),
+        admin.versions,
+        "list adapter versions with their aliases and traffic, and the rollout's state",
+        (_JSON,),
+    ),
+    Command(
+        ("promote",),
+        admin.promote,
+        "make a version the champion now",
+        ((("version",), {"help": "a registered version, e.g. 7 (or base)"}),),
+    ),
+    Command(
+        ("rollback",),
+        admin.rollback,
+        "take the challenger's traffic to 0, or (--to) make any version the champion again",
+        ((("--to",), {"help": "the version to serve as champion, e.g. 5 or base"}),),
+    ),
+    Command(
+        ("traffic",),
+        admin.traffic,
+        "set a challenger's share of the traffic",
+        (
+            (("version",), {"help": "a challenger of the running rollout"}),
+            (("weight",), {"type": float, "help": "its share, 0 to 1"}),
+        ),
+    ),
+    Command(
+        ("keys", "create"),
+        security.keys_create,
+        "create an API key with roles (predict, feedback, admin), each optionally expiring; prints the key once",
+        (
+            (("--name",), {"required": True, "help": "who holds it, e.g. checkout-service"}),
+            _ROLE,
+            (("--expires-in",), {"help": "expiry of roles given without one, e.g. 30d (default: never)"}),
+            _JSON,
+        ),
+    ),
+    Command(
+        ("keys", "list"),
+        security.keys_list,
+        "list API keys: id, name, status, roles and their expiry (never the keys)",
+        (_JSON,),
+    ),
+    Command(
+        ("keys", "revoke"),
+        security.keys_revoke,
+        "revoke an API key at once",
+        ((("key_id",), {"help": "the key's id, as `cl keys list` shows it"}),),
+    ),
+    Command(
+        ("audit",),
+        security.audit,
+        "show the audit trail of admin actions, key changes and refused requests",
+        (
+            (("--limit",), {"type": int, "default": 50, "help": "newest records to show (default 50; 0: all)"}),
+            (("--verify",), {"action": "store_true", "help": "check the hash chain; exit 1 if a record was altered"}),
+            _JSON,
+        ),
+    ),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cl", description="Online continual-learning service on Ray.")
     parser.add_argument("--config", help="TOML config file (default: $CL_CONFIG or ./cl.toml)")
-    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): parser.add_subparsers(dest="command", metavar="COMMAND")}
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
+        (): parser.add_subparsers(dest="command", metavar="COMMAND")
+    }
     for command in COMMANDS:
         for depth in range(1, len(command.words)):
             prefix = command.words[:depth]
@@ -150,4 +262,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `cl config show | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-

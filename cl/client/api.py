@@ -52,17 +52,32 @@ def _version(v: str | int | None) -> str | None:
     return None if v is None else str(v)
 
 
-def _predict(text: str | None, features: Sequence[float] | None, user_id: str | None,
-             model_version: str | int | None) -> _Call[Prediction]:  # fmt: skip
+def _predict(
+    text: str | None, features: Sequence[float] | None, user_id: str | None, model_version: str | int | None
+) -> _Call[Prediction]:
     vector = None if features is None else [float(x) for x in features]  # numpy arrays too
     body = _present(text=text, features=vector, user_id=user_id, model_version=_version(model_version))
     return _Call("POST", "/v1/predict", Prediction.from_json, body)
 
 
-def _generate(prompt: str, max_new_tokens: int, temperature: float, top_p: float, seed: int | None,
-              user_id: str | None, model_version: str | int | None) -> _Call[Generation]:  # fmt: skip
-    body = _present(prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                    user_id=user_id, model_version=_version(model_version))  # fmt: skip
+def _generate(
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+    user_id: str | None,
+    model_version: str | int | None,
+) -> _Call[Generation]:
+    body = _present(
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        user_id=user_id,
+        model_version=_version(model_version),
+    )
     return _Call("POST", "/v1/generate", Generation.from_json, body)
 
 
@@ -98,8 +113,9 @@ def _versions(models: Any, rollout: Any) -> ModelVersions:
 class _Settings:
     """The constructor arguments both clients share, checked and resolved from the environment."""
 
-    def __init__(self, base_url: str | None, api_key: str | None, timeout: float | httpx.Timeout, retries: int,
-                 backoff_s: float) -> None:  # fmt: skip
+    def __init__(
+        self, base_url: str | None, api_key: str | None, timeout: float | httpx.Timeout, retries: int, backoff_s: float
+    ) -> None:
         url = (base_url or os.environ.get("CL_URL") or DEFAULT_URL).rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"base_url {url!r} needs a scheme, e.g. 'http://{url}'")
@@ -136,9 +152,15 @@ class Client(_Settings):
             is negative.
     """
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float | httpx.Timeout = 30.0, retries: int = 5, backoff_s: float = 0.2,
-                 transport: httpx.BaseTransport | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = 30.0,
+        retries: int = 5,
+        backoff_s: float = 0.2,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff_s)
         self._http = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport)
 
@@ -170,8 +192,13 @@ class Client(_Settings):
             _sleep(wait)
             attempt += 1
 
-    def predict(self, text: str | None = None, features: Sequence[float] | None = None, user_id: str | None = None,
-                model_version: str | int | None = None) -> Prediction:  # fmt: skip
+    def predict(
+        self,
+        text: str | None = None,
+        features: Sequence[float] | None = None,
+        user_id: str | None = None,
+        model_version: str | int | None = None,
+    ) -> Prediction:
         """Classify a text or a feature vector (give exactly one).
 
         Args:
@@ -191,9 +218,16 @@ class Client(_Settings):
         """
         return self._run(_predict(text, features, user_id, model_version))
 
-    def generate(self, prompt: str, max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None, user_id: str | None = None,
-                 model_version: str | int | None = None) -> Generation:  # fmt: skip
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        user_id: str | None = None,
+        model_version: str | int | None = None,
+    ) -> Generation:
         """Continue a prompt with the language-model head.
 
         Args:
@@ -216,9 +250,17 @@ class Client(_Settings):
         """
         return self._run(_generate(prompt, max_new_tokens, temperature, top_p, seed, user_id, model_version))
 
-    def feedback(self, request_id: str, *, rating: int | None = None, thumbs: str | None = None,
-                 label: int | None = None, correction: str | None = None, user_id: str | None = None,
-                 event_id: str | None = None) -> FeedbackReceipt:  # fmt: skip
+    def feedback(
+        self,
+        request_id: str,
+        *,
+        rating: int | None = None,
+        thumbs: str | None = None,
+        label: int | None = None,
+        correction: str | None = None,
+        user_id: str | None = None,
+        event_id: str | None = None,
+    ) -> FeedbackReceipt:
         """Rate a served request: give exactly one of ``rating``, ``thumbs``, ``label``, ``correction``.
 
         The event gets one ``event_id`` for the whole call, so a retried post (after a 503 or a
@@ -340,12 +382,19 @@ class AsyncClient(_Settings):
         ValueError: As for :class:`Client`.
     """
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float | httpx.Timeout = 30.0, retries: int = 5, backoff_s: float = 0.2,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = 30.0,
+        retries: int = 5,
+        backoff_s: float = 0.2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         super().__init__(base_url, api_key, timeout, retries, backoff_s)
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=timeout,
-                                       transport=transport)  # fmt: skip
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -375,18 +424,38 @@ class AsyncClient(_Settings):
             await _async_sleep(wait)
             attempt += 1
 
-    async def predict(self, text: str | None = None, features: Sequence[float] | None = None,
-                      user_id: str | None = None, model_version: str | int | None = None) -> Prediction:  # fmt: skip
+    async def predict(
+        self,
+        text: str | None = None,
+        features: Sequence[float] | None = None,
+        user_id: str | None = None,
+        model_version: str | int | None = None,
+    ) -> Prediction:
         return await self._run(_predict(text, features, user_id, model_version))
 
-    async def generate(self, prompt: str, max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
-                       seed: int | None = None, user_id: str | None = None,
-                       model_version: str | int | None = None) -> Generation:  # fmt: skip
+    async def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        user_id: str | None = None,
+        model_version: str | int | None = None,
+    ) -> Generation:
         return await self._run(_generate(prompt, max_new_tokens, temperature, top_p, seed, user_id, model_version))
 
-    async def feedback(self, request_id: str, *, rating: int | None = None, thumbs: str | None = None,
-                       label: int | None = None, correction: str | None = None, user_id: str | None = None,
-                       event_id: str | None = None) -> FeedbackReceipt:  # fmt: skip
+    async def feedback(
+        self,
+        request_id: str,
+        *,
+        rating: int | None = None,
+        thumbs: str | None = None,
+        label: int | None = None,
+        correction: str | None = None,
+        user_id: str | None = None,
+        event_id: str | None = None,
+    ) -> FeedbackReceipt:
         signals = {"rating": rating, "thumbs": thumbs, "label": label, "correction": correction, "user_id": user_id}
         return await self._run(_feedback(request_id, signals, event_id))
 

@@ -66,15 +66,24 @@ class ServiceError(Exception):
         retry_after: The answer's ``Retry-After`` in seconds, if it had one.
     """
 
-    def __init__(self, status: int | None, detail: list[dict[str, Any]], what: str, *, text: str = "",
-                 retry_after: float | None = None, hint: str = "") -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int | None,
+        detail: list[dict[str, Any]],
+        what: str,
+        *,
+        text: str = "",
+        retry_after: float | None = None,
+        hint: str = "",
+    ) -> None:
         self.status = status
         self.detail = detail
         self.what = what
         self.retry_after = retry_after
         if detail:
-            reasons = "; ".join(f"{d['field']}: {d.get('msg', '')}" if d.get("field") else str(d.get("msg", d))
-                                for d in detail)  # fmt: skip
+            reasons = "; ".join(
+                f"{d['field']}: {d.get('msg', '')}" if d.get("field") else str(d.get("msg", d)) for d in detail
+            )
         else:
             reasons = text.strip()[:300] or "no details in the answer"
         head = what if status is None else f"{what} answered {status}"
@@ -112,13 +121,19 @@ class Unreachable(ServiceError):
         super().__init__(None, [], what, text=text, hint=hint)
 
 
-_KINDS: dict[int, type[ServiceError]] = {401: AuthError, 403: AuthError, 429: RateLimited, 413: InvalidInput,
-                                         422: InvalidInput}  # fmt: skip
+_KINDS: dict[int, type[ServiceError]] = {
+    401: AuthError,
+    403: AuthError,
+    429: RateLimited,
+    413: InvalidInput,
+    422: InvalidInput,
+}
 _HINTS = {401: "send a valid key: api_key= or $CL_API_KEY; `cl keys create` makes one"}
 
 
-def error_for(status: int, detail: list[dict[str, Any]], what: str, *, text: str = "",
-              retry_after: float | None = None) -> ServiceError:  # fmt: skip
+def error_for(
+    status: int, detail: list[dict[str, Any]], what: str, *, text: str = "", retry_after: float | None = None
+) -> ServiceError:
     """The error to raise for an answer with ``status``: the subclass that fits, else :class:`ServiceError`.
 
     Args:
@@ -175,8 +190,14 @@ class RetryPolicy:
     retries: int
     backoff_s: float
 
-    def wait(self, attempt: int, repeatable: bool, retry_429: bool, response: httpx.Response | None = None,
-             error: Exception | None = None) -> float | None:  # fmt: skip
+    def wait(
+        self,
+        attempt: int,
+        repeatable: bool,
+        retry_429: bool,
+        response: httpx.Response | None = None,
+        error: Exception | None = None,
+    ) -> float | None:
         """Seconds to wait before sending a call again, or None to raise.
 
         Args:

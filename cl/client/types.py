@@ -65,9 +65,13 @@ class Prediction:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Prediction:
         k = "a prediction"
-        return cls(_get(data, "request_id", k), int(_get(data, "label", k)),
-                   tuple(float(p) for p in _get(data, "probabilities", k)), str(_get(data, "model_version", k)),
-                   _get(data, "arm", k))  # fmt: skip
+        return cls(
+            _get(data, "request_id", k),
+            int(_get(data, "label", k)),
+            tuple(float(p) for p in _get(data, "probabilities", k)),
+            str(_get(data, "model_version", k)),
+            _get(data, "arm", k),
+        )
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,12 @@ class Generation:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Generation:
         k = "a generation"
-        return cls(_get(data, "request_id", k), _get(data, "text", k), str(_get(data, "model_version", k)),
-                   _get(data, "arm", k))  # fmt: skip
+        return cls(
+            _get(data, "request_id", k),
+            _get(data, "text", k),
+            str(_get(data, "model_version", k)),
+            _get(data, "arm", k),
+        )
 
 
 @dataclass(frozen=True)
@@ -115,8 +123,12 @@ class VersionInfo:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> VersionInfo:
         k = "a version"
-        return cls(str(_get(data, "version", k)), tuple(data.get("aliases", ())), dict(data.get("tags", {})),
-                   int(data.get("created_ms", 0)))  # fmt: skip
+        return cls(
+            str(_get(data, "version", k)),
+            tuple(data.get("aliases", ())),
+            dict(data.get("tags", {})),
+            int(data.get("created_ms", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -131,8 +143,12 @@ class ReplicaInfo:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ReplicaInfo:
         k = "a replica"
-        return cls(_get(data, "replica_id", k), str(_get(data, "current_version", k)),
-                   tuple(data.get("loaded_versions", ())), float(data.get("reported_s_ago", 0.0)))  # fmt: skip
+        return cls(
+            _get(data, "replica_id", k),
+            str(_get(data, "current_version", k)),
+            tuple(data.get("loaded_versions", ())),
+            float(data.get("reported_s_ago", 0.0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -149,8 +165,14 @@ class Decision:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Decision:
         k = "a decision"
-        return cls(_get(data, "action", k), str(_get(data, "version", k)), _get(data, "reason", k),
-                   dict(data.get("evidence") or {}), float(data.get("ts") or 0.0), data.get("rollout_id"))  # fmt: skip
+        return cls(
+            _get(data, "action", k),
+            str(_get(data, "version", k)),
+            _get(data, "reason", k),
+            dict(data.get("evidence") or {}),
+            float(data.get("ts") or 0.0),
+            data.get("rollout_id"),
+        )
 
 
 @dataclass(frozen=True)
@@ -256,5 +278,10 @@ class Health:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Health:
         k = "health"
-        return cls(_get(data, "status", k), _get(data, "app", k), bool(data.get("kafka_connected", False)),
-                   int(data.get("requests_logged", 0)), int(data.get("request_log_failures", 0)))  # fmt: skip
+        return cls(
+            _get(data, "status", k),
+            _get(data, "app", k),
+            bool(data.get("kafka_connected", False)),
+            int(data.get("requests_logged", 0)),
+            int(data.get("request_log_failures", 0)),
+        )

@@ -14,11 +14,9 @@ class ConfigError(ValueError):
         super().__init__(f"invalid configuration ({len(self.problems)} problem(s)):\n{lines}")
 
 
-
 def port_problem(key: str, value: int) -> str | None:
     """A problem naming ``key`` and the fix when ``value`` is no TCP port; else None."""
     if not 1 <= value <= 65535:
         env = "CL_" + key.replace(".", "_").upper()
         return f"{key}: port {value} is out of range; use 1-65535 (set {env} or [{key.split('.')[0]}] in cl.toml)"
     return None
-

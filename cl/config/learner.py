@@ -70,7 +70,9 @@ class LearnerConfig:
             out.append(f"learner.drift_detector: {self.drift_detector!r} is unknown; use adwin, page_hinkley or none")
         bad = [a for a in self.actions if a not in DRIFT_ACTIONS]
         if bad:
-            out.append(f"learner.drift_actions: {bad} unknown; use a comma-separated subset of {', '.join(DRIFT_ACTIONS)}")
+            out.append(
+                f"learner.drift_actions: {bad} unknown; use a comma-separated subset of {', '.join(DRIFT_ACTIONS)}"
+            )
         if self.snapshot_every_s <= 0 or self.max_wait_s < 0:
             out.append("learner.snapshot_every_s must be > 0 and learner.max_wait_s >= 0 (seconds)")
         return out

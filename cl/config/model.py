@@ -23,7 +23,9 @@ class ModelSection:
     n_features: int = 8
     n_labels: int = 4
     lora_rank: int = 4
-    base_weights: str = ""  # a safetensors file of trained base weights (`learners.retrain --train-base`); "" = the seeded base
+    base_weights: str = (
+        ""  # a safetensors file of trained base weights (`learners.retrain --train-base`); "" = the seeded base
+    )
 
     @property
     def base_version(self) -> str:
@@ -39,7 +41,9 @@ class ModelSection:
         if self.lora_rank < 1:
             out.append(f"model.lora_rank: {self.lora_rank} leaves nothing to learn; use 1 or more")
         if self.base_weights and not Path(self.base_weights).is_file():
-            out.append(f"model.base_weights: {self.base_weights} is not a file; give the path a base training printed, or \"\" for the seeded base")
+            out.append(
+                f'model.base_weights: {self.base_weights} is not a file; give the path a base training printed, or "" for the seeded base'
+            )
         return out
 
 

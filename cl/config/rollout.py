@@ -41,13 +41,17 @@ class RolloutConfig:
         if not steps:
             out.append(f"rollout.canary_steps: {self.canary_steps!r} is not a list of numbers; use e.g. '0.1,0.5,1.0'")
         elif any(not 0 < s <= 1 for s in steps) or any(a >= b for a, b in zip(steps, steps[1:])) or steps[-1] != 1.0:
-            out.append(f"rollout.canary_steps: {self.canary_steps!r} must rise strictly within (0, 1] and end at 1.0; "
-                       "use e.g. '0.1,0.5,1.0'")  # fmt: skip
+            out.append(
+                f"rollout.canary_steps: {self.canary_steps!r} must rise strictly within (0, 1] and end at 1.0; "
+                "use e.g. '0.1,0.5,1.0'"
+            )
         for name, example in (("alpha", 0.01), ("max_error_rate", 0.05)):
             if not 0 < getattr(self, name) < 1:
                 out.append(f"rollout.{name}: {getattr(self, name)} must be in (0, 1), e.g. {example}")
         if not self.mixing_sd > 0:
-            out.append(f"rollout.mixing_sd: {self.mixing_sd} must be positive (e.g. 0.1, the size of difference to detect)")
+            out.append(
+                f"rollout.mixing_sd: {self.mixing_sd} must be positive (e.g. 0.1, the size of difference to detect)"
+            )
         for name in ("min_events", "min_step_events", "negative_min_events", "error_min_requests", "memory_users"):
             if getattr(self, name) < 1:
                 out.append(f"rollout.{name}: {getattr(self, name)} is too small; use 1 or more")

@@ -39,7 +39,16 @@ class Config:
         problems: list[str] = []
         if not self.app or not self.app.replace("-", "").replace("_", "").isalnum():
             problems.append(f"app: {self.app!r} is not a name; use letters, digits, '-' or '_' (CL_APP)")
-        for section in (self.kafka, self.mlflow, self.ray, self.serve, self.model, self.learner, self.rollout, self.auth):
+        for section in (
+            self.kafka,
+            self.mlflow,
+            self.ray,
+            self.serve,
+            self.model,
+            self.learner,
+            self.rollout,
+            self.auth,
+        ):
             problems += section.problems()
         if problems:
             raise ConfigError(problems)

@@ -27,13 +27,19 @@ class ServeConfig:
 
     def problems(self) -> list[str]:
         out = [port_problem("serve.port", self.port)]
-        for name in ("replicas", "max_batch_size", "adapter_cache_size", "max_text_chars", "max_new_tokens", "max_body_bytes"):
+        for name in (
+            "replicas",
+            "max_batch_size",
+            "adapter_cache_size",
+            "max_text_chars",
+            "max_new_tokens",
+            "max_body_bytes",
+        ):
             if getattr(self, name) < 1:
                 out.append(f"serve.{name}: {getattr(self, name)} is too small; use 1 or more")
         if self.batch_wait_timeout_s < 0:
             out.append("serve.batch_wait_timeout_s: must be >= 0 seconds")
         return [p for p in out if p]
-
 
 
 ROLES = ("predict", "feedback", "admin")
@@ -60,4 +66,3 @@ class AuthConfig:
         if self.feedback_burst < 1:
             out.append(f"auth.feedback_burst: {self.feedback_burst} is too small; use 1 or more")
         return out
-

@@ -45,7 +45,9 @@ class KafkaConfig:
         if self.heap_mb < 128:
             out.append(f"kafka.heap_mb: {self.heap_mb} MiB is too small for a broker; use 256 or more")
         if not self.topic_prefix or any(c.isspace() for c in self.topic_prefix):
-            out.append(f"kafka.topic_prefix: {self.topic_prefix!r} is not a topic prefix; use letters, digits, '.', '_' or '-'")
+            out.append(
+                f"kafka.topic_prefix: {self.topic_prefix!r} is not a topic prefix; use letters, digits, '.', '_' or '-'"
+            )
         return [p for p in out if p]
 
 
@@ -111,12 +113,14 @@ class RayConfig:
         return f"http://{self._external_host()}:{self.metrics_port}/metrics"
 
     def problems(self) -> list[str]:
-        out = [port_problem("ray.port", self.port), port_problem("ray.dashboard_port", self.dashboard_port),
-               port_problem("ray.metrics_port", self.metrics_port)]
+        out = [
+            port_problem("ray.port", self.port),
+            port_problem("ray.dashboard_port", self.dashboard_port),
+            port_problem("ray.metrics_port", self.metrics_port),
+        ]
         if self.num_cpus < 1:
             out.append(f"ray.num_cpus: {self.num_cpus} is too few; use 1 or more")
         return [p for p in out if p]
-
 
 
 @dataclass(frozen=True)
@@ -140,4 +144,3 @@ class Topics:
     @property
     def events(self) -> str:
         return f"{self.prefix}.events"
-

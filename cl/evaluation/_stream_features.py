@@ -27,7 +27,15 @@ from typing import Any, Protocol
 
 from cl.learning.example import Example
 
-__all__ = ["FeedFactory", "OnlineFeatureEncoder", "StreamEvent", "StreamFeed", "StreamSpec", "drifting_streams", "switch_at"]
+__all__ = [
+    "FeedFactory",
+    "OnlineFeatureEncoder",
+    "StreamEvent",
+    "StreamFeed",
+    "StreamSpec",
+    "drifting_streams",
+    "switch_at",
+]
 
 StreamEvent = tuple[dict[Any, Any], int]
 
@@ -62,8 +70,9 @@ class OnlineFeatureEncoder:
         self.clip = clip
         unknown = [k for k in self.categories if k not in self.fields]
         if unknown:
-            raise ValueError(f"categories name fields {unknown} that are not in fields {self.fields}; "
-                             "add them to fields")
+            raise ValueError(
+                f"categories name fields {unknown} that are not in fields {self.fields}; add them to fields"
+            )
         if not clip > 0:
             raise ValueError(f"clip={clip!r} must be positive, e.g. 5.0")
         self._index = {k: {v: i for i, v in enumerate(vals)} for k, vals in self.categories.items()}
@@ -98,8 +107,10 @@ class OnlineFeatureEncoder:
             if f in self._index:
                 hot = self._index[f].get(x[f])
                 if hot is None:
-                    raise ValueError(f"field {f!r}: value {x[f]!r} is not one of its categories {self.categories[f]}; "
-                                     "declare it in categories")  # fmt: skip
+                    raise ValueError(
+                        f"field {f!r}: value {x[f]!r} is not one of its categories {self.categories[f]}; "
+                        "declare it in categories"
+                    )
                 out += [1.0 if i == hot else 0.0 for i in range(len(self.categories[f]))]
                 continue
             var = self._m2[f] / (self._count - 1) if self._count >= 2 else 0.0
@@ -180,22 +191,50 @@ def drifting_streams(n_events: int, seed: int, agrawal_width: int) -> list[Strea
         stream = synth.ConceptDriftStream(
             stream=synth.Agrawal(classification_function=agr_before, seed=seed),
             drift_stream=synth.Agrawal(classification_function=agr_after, seed=seed + 1),
-            position=mid + 1, width=agrawal_width, seed=seed + 2,
+            position=mid + 1,
+            width=agrawal_width,
+            seed=seed + 2,
         )
         return _take(stream, n_events)
 
     def hyperplane() -> list[StreamEvent]:
-        return _take(synth.Hyperplane(seed=seed, n_features=10, n_drift_features=2, mag_change=mag_change,
-                                      noise_percentage=0.05, sigma=0.1), n_events)  # fmt: skip
+        return _take(
+            synth.Hyperplane(
+                seed=seed, n_features=10, n_drift_features=2, mag_change=mag_change, noise_percentage=0.05, sigma=0.1
+            ),
+            n_events,
+        )
 
     return [
-        StreamSpec("sea", f"SEA, 10% label noise, variant {sea_before} -> {sea_after} (threshold 8 -> 7)",
-                   n_events, (mid,), "abrupt", (0, 1, 2), sea),
-        StreamSpec("agrawal", f"Agrawal, classification function {agr_before} -> {agr_after}", n_events, (mid,),
-                   f"gradual (sigmoid, width {agrawal_width})", AGRAWAL_FIELDS, agrawal, AGRAWAL_CATEGORIES),
-        StreamSpec("hyperplane", f"Hyperplane, 10 features, 2 drifting by mag_change={mag_change}, 5% noise",
-                   n_events, (), "continuous", tuple(range(10)), hyperplane),
-    ]  # fmt: skip
+        StreamSpec(
+            "sea",
+            f"SEA, 10% label noise, variant {sea_before} -> {sea_after} (threshold 8 -> 7)",
+            n_events,
+            (mid,),
+            "abrupt",
+            (0, 1, 2),
+            sea,
+        ),
+        StreamSpec(
+            "agrawal",
+            f"Agrawal, classification function {agr_before} -> {agr_after}",
+            n_events,
+            (mid,),
+            f"gradual (sigmoid, width {agrawal_width})",
+            AGRAWAL_FIELDS,
+            agrawal,
+            AGRAWAL_CATEGORIES,
+        ),
+        StreamSpec(
+            "hyperplane",
+            f"Hyperplane, 10 features, 2 drifting by mag_change={mag_change}, 5% noise",
+            n_events,
+            (),
+            "continuous",
+            tuple(range(10)),
+            hyperplane,
+        ),
+    ]
 
 
 class StreamFeed(Protocol):
@@ -206,8 +245,9 @@ class StreamFeed(Protocol):
 
     counts: Counter[str]
 
-    def round_trip(self, first: int, features: list[list[float]], served: list[Any], labels: list[int],
-                   timeout_s: float = 60.0) -> list[Example]: ...  # fmt: skip
+    def round_trip(
+        self, first: int, features: list[list[float]], served: list[Any], labels: list[int], timeout_s: float = 60.0
+    ) -> list[Example]: ...
 
     def close(self, say: Callable[[str], None]) -> None: ...
 

@@ -158,7 +158,12 @@ class StreamScore:
 
 
 def score_stream(
-    factory: Callable[[], Any], spec: StreamSpec, seed: int, repetitions: int, pre: int, post: int,
+    factory: Callable[[], Any],
+    spec: StreamSpec,
+    seed: int,
+    repetitions: int,
+    pre: int,
+    post: int,
 ) -> StreamScore:
     """Run a fresh detector from ``factory`` over ``repetitions`` seeded draws of ``spec``.
 
@@ -195,16 +200,24 @@ def _tables(scores: dict[tuple[str, str], StreamScore], names: list[str], post: 
         for name in names:
             s = scores[name, spec.name]
             q1, q3 = np.percentile(s.detected, [25, 75]) if len(s.detected) else (float("nan"),) * 2
-            rows.append([spec.label, name, s.median_delay, f"{q1:.0f}–{q3:.0f}", s.missed_fraction,
-                         s.false_alarms_per_10k])
+            rows.append(
+                [spec.label, name, s.median_delay, f"{q1:.0f}–{q3:.0f}", s.missed_fraction, s.false_alarms_per_10k]
+            )
     detect = Table(
         f"Shifting streams: delay, misses (no detection within {post:,} events) and false alarms before the change",
         ["stream", "detector", "median delay", "delay IQR", "missed fraction", "false alarms / 10k (before change)"],
         rows,
     )
-    stable_rows = [[spec.label, name, scores[name, spec.name].false_alarms_per_10k,
-                    float(np.mean(scores[name, spec.name].false_alarms > 0))]
-                   for spec in stable for name in names]
+    stable_rows = [
+        [
+            spec.label,
+            name,
+            scores[name, spec.name].false_alarms_per_10k,
+            float(np.mean(scores[name, spec.name].false_alarms > 0)),
+        ]
+        for spec in stable
+        for name in names
+    ]
     calm = Table(
         "Stable streams: false alarms",
         ["stream", "detector", "false alarms / 10k", "repetitions with any alarm"],
@@ -226,8 +239,12 @@ def _tradeoff_figure(scores: dict[tuple[str, str], StreamScore], names: list[str
             s = scores[name, spec.name]
             # False alarms on the stable stream of the same kind: the detector's calm-data rate.
             calm = next(c for c in stable if c.kind == spec.kind)
-            ax.scatter(scores[name, calm.name].false_alarms_per_10k, s.median_delay, marker=markers[spec.name],
-                       **_style(name, colors[name]))  # fmt: skip
+            ax.scatter(
+                scores[name, calm.name].false_alarms_per_10k,
+                s.median_delay,
+                marker=markers[spec.name],
+                **_style(name, colors[name]),
+            )
     for name in names:
         ax.scatter([], [], marker="o", label=name, **_style(name, colors[name]))
     for spec in (s for s in STREAMS if s.shifting):
@@ -238,9 +255,13 @@ def _tradeoff_figure(scores: dict[tuple[str, str], StreamScore], names: list[str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    return Figure("tradeoff", "Median detection delay against false alarms on stable data, "
-                  "per detector (colour) and shift (marker); lower left is better. River's detectors are the "
-                  "hollow markers: where one rings a filled marker, River and ours gave the same numbers.", fig)
+    return Figure(
+        "tradeoff",
+        "Median detection delay against false alarms on stable data, "
+        "per detector (colour) and shift (marker); lower left is better. River's detectors are the "
+        "hollow markers: where one rings a filled marker, River and ours gave the same numbers.",
+        fig,
+    )
 
 
 def _style(name: str, color: str) -> dict[str, Any]:
@@ -288,10 +309,19 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print) 
     for spec in STREAMS:
         for name, factory in factories.items():
             scores[name, spec.name] = score_stream(factory, spec, seed, reps, pre, post)
-        say(f"[{NAME}] {spec.label}: " + ", ".join(
-            f"{n} " + (f"delay {scores[n, spec.name].median_delay:.0f}" if spec.shifting
-                       else f"{scores[n, spec.name].false_alarms_per_10k:.1f} FA/10k")
-            for n in names) + f" ({time.monotonic() - start:.0f} s)")
+        say(
+            f"[{NAME}] {spec.label}: "
+            + ", ".join(
+                f"{n} "
+                + (
+                    f"delay {scores[n, spec.name].median_delay:.0f}"
+                    if spec.shifting
+                    else f"{scores[n, spec.name].false_alarms_per_10k:.1f} FA/10k"
+                )
+                for n in names
+            )
+            + f" ({time.monotonic() - start:.0f} s)"
+        )
     result = ProtocolResult(NAME, TITLE, quick=quick)
     result.tables += _tables(scores, names, post)
     result.figures += [_tradeoff_figure(scores, names), _delay_figure(scores, names)]
@@ -340,7 +370,9 @@ def _summary(scores: dict[tuple[str, str], StreamScore], reps: int, pre: int, po
         "its detector after acting on a drift, with the default drift_actions). The service's Page-Hinkley "
         "watches rises only (mode 'up', since it reads an error stream) while River's watches both ways; "
         "ADWIN flags rises and falls alike. Always-fire marks the floor for delay and the ceiling for false alarms. "
-        + _agreement(scores, "ADWIN") + " " + _agreement(scores, "Page-Hinkley")
+        + _agreement(scores, "ADWIN")
+        + " "
+        + _agreement(scores, "Page-Hinkley")
     )
 
 

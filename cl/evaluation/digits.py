@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from cl.config import LearnerConfig, ModelSection
-from cl.evaluation.cl_metrics import scores
 from cl.evaluation._running import TORCH_THREADS, Progress, torch_threads
+from cl.evaluation.cl_metrics import scores
 from cl.evaluation.result import Figure, Goal, ProtocolResult, Table
 from cl.learning.example import Example
 
@@ -56,14 +56,20 @@ LEARNER = {"batch_size": 16, "lr": 3e-3, "replay_capacity": 2000, "replay_ratio"
 # Per size and scenario: passes over each task's training set, and (quick only) a per-class
 # subsample of the training and test images; then the methods run.
 SIZES: dict[bool, dict[str, Any]] = {
-    False: {"split": {"epochs": 4, "train_per_class": None, "test_per_class": None},
-            "permuted": {"epochs": 1, "train_per_class": None, "test_per_class": None},
-            "methods": {"split": ("naive", "joint", "reservoir", "class_balanced"),
-                        "permuted": ("naive", "joint", "reservoir")}},
-    True: {"split": {"epochs": 2, "train_per_class": 16, "test_per_class": 8},
-           "permuted": {"epochs": 1, "train_per_class": 6, "test_per_class": 4},
-           "methods": {"split": ("naive", "joint", "reservoir"), "permuted": ("naive", "joint", "reservoir")}},
-}  # fmt: skip
+    False: {
+        "split": {"epochs": 4, "train_per_class": None, "test_per_class": None},
+        "permuted": {"epochs": 1, "train_per_class": None, "test_per_class": None},
+        "methods": {
+            "split": ("naive", "joint", "reservoir", "class_balanced"),
+            "permuted": ("naive", "joint", "reservoir"),
+        },
+    },
+    True: {
+        "split": {"epochs": 2, "train_per_class": 16, "test_per_class": 8},
+        "permuted": {"epochs": 1, "train_per_class": 6, "test_per_class": 4},
+        "methods": {"split": ("naive", "joint", "reservoir"), "permuted": ("naive", "joint", "reservoir")},
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,12 @@ class Method:
 
     def learner_config(self) -> LearnerConfig:
         off = {"replay_ratio": 0.0} if self.replay is None else {"replay": self.replay}
-        return LearnerConfig(**{**LEARNER, **off}, max_batch_size=max(128, LEARNER["batch_size"]),
-                             drift_detector="none", holdout_fraction=0.0)  # fmt: skip
+        return LearnerConfig(
+            **{**LEARNER, **off},
+            max_batch_size=max(128, LEARNER["batch_size"]),
+            drift_detector="none",
+            holdout_fraction=0.0,
+        )
 
 
 METHODS: dict[str, Method] = {
@@ -116,8 +126,9 @@ class Task:
     y_test: np.ndarray
 
 
-def load_digits_data(seed: int = 0, train_per_class: int | None = None,
-                     test_per_class: int | None = None) -> DigitsData:  # fmt: skip
+def load_digits_data(
+    seed: int = 0, train_per_class: int | None = None, test_per_class: int | None = None
+) -> DigitsData:
     """The seeded stratified 70/30 split of scikit-learn's digits, standardised on train only.
 
     Args:
@@ -156,8 +167,9 @@ def split_tasks(data: DigitsData) -> list[Task]:
     for t in range(N_TASKS):
         classes = (2 * t, 2 * t + 1)
         tr, te = np.isin(data.y_train, classes), np.isin(data.y_test, classes)
-        tasks.append(Task(f"{{{classes[0]},{classes[1]}}}", data.x_train[tr], data.y_train[tr],
-                          data.x_test[te], data.y_test[te]))  # fmt: skip
+        tasks.append(
+            Task(f"{{{classes[0]},{classes[1]}}}", data.x_train[tr], data.y_train[tr], data.x_test[te], data.y_test[te])
+        )
     return tasks
 
 
@@ -165,18 +177,22 @@ def permuted_tasks(data: DigitsData, seed: int = 0) -> list[Task]:
     """Five ten-class tasks, each the whole data under a fixed pixel permutation (task 0: identity)."""
     rng = np.random.default_rng([seed, 1])
     perms = [np.arange(data.x_train.shape[1])] + [rng.permutation(data.x_train.shape[1]) for _ in range(N_TASKS - 1)]
-    return [Task(f"perm {t}", data.x_train[:, p], data.y_train, data.x_test[:, p], data.y_test)
-            for t, p in enumerate(perms)]  # fmt: skip
+    return [
+        Task(f"perm {t}", data.x_train[:, p], data.y_train, data.x_test[:, p], data.y_test) for t, p in enumerate(perms)
+    ]
 
 
 # ---- training and testing ------------------------------------------------------------
 
 
-
 def _examples(x: np.ndarray, y: np.ndarray, prefix: str) -> list[Example]:
     """Labelled feedback on predict requests, one per image (ids unique within a scenario)."""
-    return [Example(f"{prefix}-{i}", f"{prefix}-{i}", "predict", "label", features=tuple(map(float, row)),
-                    target=int(label)) for i, (row, label) in enumerate(zip(x.tolist(), y.tolist()))]  # fmt: skip
+    return [
+        Example(
+            f"{prefix}-{i}", f"{prefix}-{i}", "predict", "label", features=tuple(map(float, row)), target=int(label)
+        )
+        for i, (row, label) in enumerate(zip(x.tolist(), y.tolist()))
+    ]
 
 
 def _accuracies(model: Any, tasks: Sequence[Task], chunk: int = 512) -> np.ndarray:
@@ -189,7 +205,7 @@ def _accuracies(model: Any, tasks: Sequence[Task], chunk: int = 512) -> np.ndarr
     model.eval()
     with torch.no_grad():
         for start in range(0, len(x), chunk):
-            features = torch.from_numpy(x[start:start + chunk])  # (B, 64)
+            features = torch.from_numpy(x[start : start + chunk])  # (B, 64)
             ids = torch.zeros(len(features), dtype=torch.long)  # (B,)
             predicted.append(model(features=features, adapter_ids=ids).argmax(-1).cpu().numpy())
     correct = np.concatenate(predicted) == y
@@ -214,11 +230,12 @@ class MethodRun:
     seconds: float
 
 
-def _train(method: Method, tasks: Sequence[Task], epochs: int, seed: int, scenario: str,
-           progress: Progress) -> MethodRun:  # fmt: skip
+def _train(
+    method: Method, tasks: Sequence[Task], epochs: int, seed: int, scenario: str, progress: Progress
+) -> MethodRun:
     """Train a fresh learner with ``method`` through ``tasks``; test after each task (or once, for joint)."""
-    from cl.model.base_model import build_base_model
     from cl.learning.online_learner import OnlineLearner
+    from cl.model.base_model import build_base_model
 
     started = time.perf_counter()
     model = build_base_model(ModelSection(n_features=64, n_labels=N_CLASSES, seed=seed, **MODEL))
@@ -233,10 +250,14 @@ def _train(method: Method, tasks: Sequence[Task], epochs: int, seed: int, scenar
         for epoch in range(epochs):
             order = rng.permutation(len(stream))
             for start in range(0, len(order), config.batch_size):
-                report = learner.learn([stream[i] for i in order[start:start + config.batch_size]])
+                report = learner.learn([stream[i] for i in order[start : start + config.batch_size]])
                 rows += report.n_events + report.n_replayed
-                progress.tick(lambda: f"{scenario} / {method.name}: task {j + 1}/{len(streams)}, pass "
-                                      f"{epoch + 1}/{epochs}, {rows:,} rows")  # fmt: skip
+                progress.tick(
+                    lambda: (
+                        f"{scenario} / {method.name}: task {j + 1}/{len(streams)}, pass "
+                        f"{epoch + 1}/{epochs}, {rows:,} rows"
+                    )
+                )
         matrix.append(_accuracies(model, tasks))
     return MethodRun(method.name, np.array(matrix), rows, time.perf_counter() - started)
 
@@ -258,7 +279,8 @@ def probe_accuracies(data: DigitsData, seed: int = 0) -> dict[str, float]:
     pooled: list[np.ndarray] = []
     cls_pool = model.config.pool == "cls"
     hook = model.norm.register_forward_hook(
-        lambda module, inputs, out: pooled.append((out[:, 0] if cls_pool else out.mean(1)).numpy()))  # (B, d)
+        lambda module, inputs, out: pooled.append((out[:, 0] if cls_pool else out.mean(1)).numpy())
+    )  # (B, d)
     try:
         with torch.no_grad():
             for x in (data.x_train, data.x_test):
@@ -270,8 +292,10 @@ def probe_accuracies(data: DigitsData, seed: int = 0) -> dict[str, float]:
         fitted = LogisticRegression(max_iter=5000).fit(train, data.y_train)
         return float(fitted.score(test, data.y_test))
 
-    return {"raw pixels (64)": probe(data.x_train, data.x_test),
-            f"frozen base's pooled features ({model.config.d_model})": probe(*pooled)}  # fmt: skip
+    return {
+        "raw pixels (64)": probe(data.x_train, data.x_test),
+        f"frozen base's pooled features ({model.config.d_model})": probe(*pooled),
+    }
 
 
 # ---- report --------------------------------------------------------------------------
@@ -282,8 +306,15 @@ def _metric_row(r: MethodRun) -> list[Any]:
         nan = float("nan")
         return [r.method, float(r.matrix[-1].mean()), nan, nan, nan, r.rows, r.seconds]
     s = scores(r.matrix)
-    return [r.method, s.average_accuracy, s.backward_transfer, s.forgetting, s.average_incremental_accuracy,
-            r.rows, r.seconds]  # fmt: skip
+    return [
+        r.method,
+        s.average_accuracy,
+        s.backward_transfer,
+        s.forgetting,
+        s.average_incremental_accuracy,
+        r.rows,
+        r.seconds,
+    ]
 
 
 def _heatmaps(scenario: str, runs: Sequence[MethodRun], tasks: Sequence[Task]) -> Figure:
@@ -298,16 +329,26 @@ def _heatmaps(scenario: str, runs: Sequence[MethodRun], tasks: Sequence[Task]) -
         for i in range(r.matrix.shape[0]):
             for j in range(r.matrix.shape[1]):
                 value = r.matrix[i, j]
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6.5,
-                        color="white" if value < 0.6 else "black", alpha=1.0 if j <= i else 0.5)  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="white" if value < 0.6 else "black",
+                    alpha=1.0 if j <= i else 0.5,
+                )
         ax.set_xticks(range(len(tasks)), [t.name for t in tasks], fontsize=6.5, rotation=30)
         ax.set_yticks(range(len(tasks)), [f"after {t.name}" for t in tasks] if k == 0 else [], fontsize=6.5)
         ax.set_xlabel("tested on task", fontsize=8)
         ax.set_title(r.method, fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=list(axes), shrink=0.8, label="test accuracy")
-    caption = (f"{SCENARIOS[scenario]}: accuracy matrix R[i][j] (row: after training through task i; column: "
-               "test task j) per sequential method; entries above the diagonal (faded) are tasks not yet trained.")
+    caption = (
+        f"{SCENARIOS[scenario]}: accuracy matrix R[i][j] (row: after training through task i; column: "
+        "test task j) per sequential method; entries above the diagonal (faded) are tasks not yet trained."
+    )
     return Figure(f"{scenario}_matrices", caption, fig)
 
 
@@ -326,14 +367,25 @@ def _bar_chart(results: dict[str, list[MethodRun]]) -> Figure:
         bars = ax.bar(xs, [r.matrix[-1].mean() for _, r in found], width, label=method, color=f"C{k}")
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     for i, s in enumerate(scenarios):
-        ax.hlines(GOALS[s], i - 0.45, i + 0.45, colors="black", linestyles="dashed", linewidth=1,
-                  label="goal (reservoir replay)" if i == 0 else None)  # fmt: skip
+        ax.hlines(
+            GOALS[s],
+            i - 0.45,
+            i + 0.45,
+            colors="black",
+            linestyles="dashed",
+            linewidth=1,
+            label="goal (reservoir replay)" if i == 0 else None,
+        )
     ax.set_xticks(range(len(scenarios)), [SCENARIOS[s] for s in scenarios], fontsize=8)
     ax.set_ylabel("average accuracy after the last task")
     ax.set_ylim(0, 1.08)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=3, frameon=False)
-    return Figure("accuracy", "Average accuracy (ACC, mean of the last row of R) per method; the dashed "
-                  "lines are the goals for reservoir replay.", fig)
+    return Figure(
+        "accuracy",
+        "Average accuracy (ACC, mean of the last row of R) per method; the dashed "
+        "lines are the goals for reservoir replay.",
+        fig,
+    )
 
 
 def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print) -> ProtocolResult:
@@ -372,18 +424,27 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print) 
     for scenario, runs in results.items():
         result.tables.append(Table(SCENARIOS[scenario], columns, [_metric_row(r) for r in runs]))
         ours = next(r for r in runs if r.method == METHODS[OURS].name)
-        result.goals.append(Goal(f"{scenario} digits average accuracy, reservoir replay",
-                                 float(ours.matrix[-1].mean()), GOALS[scenario]))  # fmt: skip
+        result.goals.append(
+            Goal(
+                f"{scenario} digits average accuracy, reservoir replay", float(ours.matrix[-1].mean()), GOALS[scenario]
+            )
+        )
     result.tables.append(_final_rows(results))
     probes = probe_accuracies(datasets["split"], seed)
-    result.tables.append(Table("Reference: logistic regression on all ten classes at once (not continual)",
-                               ["input", "test accuracy"], [[k, v] for k, v in probes.items()]))  # fmt: skip
+    result.tables.append(
+        Table(
+            "Reference: logistic regression on all ten classes at once (not continual)",
+            ["input", "test accuracy"],
+            [[k, v] for k, v in probes.items()],
+        )
+    )
     result.figures += [_heatmaps(s, runs, scenario_tasks[s]) for s, runs in results.items()]
     result.figures.append(_bar_chart(results))
     result.settings = _settings(quick, seed, size, scenario_tasks)
     result.settings["run time (s)"] = round(time.perf_counter() - started, 1)
     result.settings["machine load (1-min load average at start, end; CPUs)"] = (
-        f"{load_before:.1f}, {os.getloadavg()[0]:.1f}; {os.cpu_count()}")
+        f"{load_before:.1f}, {os.getloadavg()[0]:.1f}; {os.cpu_count()}"
+    )
     result.summary = _summary(result.goals, results, size, probes)
     return result
 
@@ -391,8 +452,11 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print) 
 def _final_rows(results: dict[str, list[MethodRun]]) -> Table:
     rows = [[SCENARIOS[s], r.method, *map(float, r.matrix[-1])] for s, runs in results.items() for r in runs]
     names = [f"task {t + 1}" for t in range(N_TASKS)]
-    return Table("Test accuracy per task after the last task (split: {0,1} ... {8,9}; permuted: perm 0 ... perm 4)",
-                 ["scenario", "method", *names], rows)  # fmt: skip
+    return Table(
+        "Test accuracy per task after the last task (split: {0,1} ... {8,9}; permuted: perm 0 ... perm 4)",
+        ["scenario", "method", *names],
+        rows,
+    )
 
 
 def _settings(quick: bool, seed: int, size: dict[str, Any], scenario_tasks: dict[str, list[Task]]) -> dict[str, Any]:
@@ -416,30 +480,31 @@ def _settings(quick: bool, seed: int, size: dict[str, Any], scenario_tasks: dict
         "seed": seed,
         "quick": quick,
         "data": f"sklearn.datasets.load_digits, stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} split "
-                "(random_state=seed)",
+        "(random_state=seed)",
         "split digits": images("split"),
         "permuted digits": images("permuted"),
         "preprocessing": f"per-pixel standardisation with the training set's mean and sd (sd floored at "
-                         f"{PIXEL_SD_FLOOR} grey level)",
+        f"{PIXEL_SD_FLOOR} grey level)",
         "tasks": "split: {0,1},{2,3},{4,5},{6,7},{8,9}, labels 0..9 on one 10-class head, task never given; "
-                 "permuted: the whole data under 5 fixed pixel permutations (task 0 identity, others from "
-                 "numpy default_rng([seed, 1]))",
+        "permuted: the whole data under 5 fixed pixel permutations (task 0 identity, others from "
+        "numpy default_rng([seed, 1]))",
         "methods": {SCENARIOS[s]: [METHODS[m].name for m in size["methods"][s]] for s in SCENARIOS},
         "joint training": "all tasks' training examples shuffled together, the same number of passes, replay off",
         "model": f"build_base_model(ModelSection(n_features=64, n_labels=10, seed=seed, "
-                 f"{', '.join(f'{k}={v}' for k, v in MODEL.items())})), preset tiny (frozen base, LoRA adapters train)",
+        f"{', '.join(f'{k}={v}' for k, v in MODEL.items())})), preset tiny (frozen base, LoRA adapters train)",
         "learner": f"LearnerConfig defaults except {changed} (reservoir replay shown); naive and joint set "
-                   "replay_ratio=0, class-balanced sets replay='class_balanced'",
+        "replay_ratio=0, class-balanced sets replay='class_balanced'",
         "replay capacity": f"{LEARNER['replay_capacity']} examples (the service default), a uniform sample of the "
-                           f"stream: split digits' stream is {stream_rows('split'):,} rows (images x passes), "
-                           f"permuted digits' {stream_rows('permuted'):,}",
+        f"stream: split digits' stream is {stream_rows('split'):,} rows (images x passes), "
+        f"permuted digits' {stream_rows('permuted'):,}",
         "micro-batch order": "each pass shuffles the task's examples with numpy default_rng([seed, 2])",
         "torch threads": TORCH_THREADS,
     }
 
 
-def _summary(goals: list[Goal], results: dict[str, list[MethodRun]], size: dict[str, Any],
-             probes: dict[str, float]) -> str:  # fmt: skip
+def _summary(
+    goals: list[Goal], results: dict[str, list[MethodRun]], size: dict[str, Any], probes: dict[str, float]
+) -> str:
     def acc(scenario: str, key: str) -> float | None:
         r = next((r for r in results[scenario] if r.method == METHODS[key].name), None)
         return None if r is None else float(r.matrix[-1].mean())
@@ -456,8 +521,9 @@ def _summary(goals: list[Goal], results: dict[str, list[MethodRun]], size: dict[
         f"lr {LEARNER['lr']}, micro-batches of {LEARNER['batch_size']}) went through five split-digits tasks "
         f"({size['split']['epochs']} passes each) and five permuted-digits tasks ({size['permuted']['epochs']} "
         "pass(es) each).",
-        "ACC, split / permuted: " + ", ".join(
-            f"{METHODS[k].name} {shown('split', k)} / {shown('permuted', k)}" for k in METHODS) + ".",
+        "ACC, split / permuted: "
+        + ", ".join(f"{METHODS[k].name} {shown('split', k)} / {shown('permuted', k)}" for k in METHODS)
+        + ".",
         f"Goals: {verdict}.",
         f"Why the numbers are low: logistic regression on all ten classes at once reaches {raw:.3f} on the raw "
         f"pixels but {base:.3f} on the frozen base's pooled features, the vector its classify head reads. The "
@@ -474,5 +540,6 @@ def _summary(goals: list[Goal], results: dict[str, list[MethodRun]], size: dict[
         if joint is not None and ours is not None and joint < ours:
             text.append(
                 f"In {scenario} digits joint training falls below reservoir replay: with the same passes it steps "
-                f"on {1 + ratio:g} times fewer rows, since replay adds {ratio:g} replayed rows to every new one.")
+                f"on {1 + ratio:g} times fewer rows, since replay adds {ratio:g} replayed rows to every new one."
+            )
     return " ".join(text)

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from cl.config import Config, LearnerConfig
-from cl.evaluation._stream_features import FeedFactory, StreamEvent, StreamSpec, drifting_streams
 from cl.evaluation._running import TORCH_THREADS, Progress, torch_threads
+from cl.evaluation._stream_features import FeedFactory, StreamEvent, StreamSpec, drifting_streams
 from cl.evaluation.result import Figure, Goal, ProtocolResult, Table
 
 __all__ = ["run"]
@@ -63,14 +63,19 @@ class MethodRun:
     detections: list[int] = field(default_factory=list)
 
 
-
-def _run_ours(spec: StreamSpec, events: list[StreamEvent], feeds: FeedFactory, learner_config: LearnerConfig, seed: int,
-              progress: Progress) -> tuple[MethodRun, dict[str, int]]:  # fmt: skip
+def _run_ours(
+    spec: StreamSpec,
+    events: list[StreamEvent],
+    feeds: FeedFactory,
+    learner_config: LearnerConfig,
+    seed: int,
+    progress: Progress,
+) -> tuple[MethodRun, dict[str, int]]:
     """Our learner on ``events`` through Kafka; also returns the Kafka accounting."""
-    from cl.model.base_model import build_base_model
     from cl.config import ModelSection
-    from cl.serving.inference import PredictItem, predict_batch
     from cl.learning.online_learner import OnlineLearner
+    from cl.model.base_model import build_base_model
+    from cl.serving.inference import PredictItem, predict_batch
 
     encoder = spec.encoder()
     model = build_base_model(ModelSection(n_features=encoder.n_features, n_labels=2, seed=seed))
@@ -81,7 +86,7 @@ def _run_ours(spec: StreamSpec, events: list[StreamEvent], feeds: FeedFactory, l
     feed = feeds(spec.name)
     try:
         for first in range(0, n, size):
-            chunk = events[first:first + size]
+            chunk = events[first : first + size]
             features = []
             for x, _ in chunk:  # encode with what earlier events taught, then learn this one
                 features.append(encoder.transform_one(x))
@@ -95,9 +100,10 @@ def _run_ours(spec: StreamSpec, events: list[StreamEvent], feeds: FeedFactory, l
             model_s += (t1 - t0) + (time.perf_counter() - t2)
             kafka_s += t2 - t1
             if report.rejected:
-                raise RuntimeError(f"the learner rejected {report.rejected[0]}; "
-                                   "the encoder's width or the model section is wrong")
-            served_labels[first:first + len(chunk)] = [p.label for p in served]
+                raise RuntimeError(
+                    f"the learner rejected {report.rejected[0]}; the encoder's width or the model section is wrong"
+                )
+            served_labels[first : first + len(chunk)] = [p.label for p in served]
             at = {ex.event_id: feed.index[ex.request_id] for ex in examples}
             for event_id, predicted in report.predictions:
                 i = at[event_id]
@@ -106,15 +112,29 @@ def _run_ours(spec: StreamSpec, events: list[StreamEvent], feeds: FeedFactory, l
                 agree += predicted == served_labels[i]
             if report.drift:
                 detections.append(first + len(chunk) - 1)
-            progress.tick(lambda: f"{spec.name}: ours {first + len(chunk):,}/{n:,} events, "
-                                  f"accuracy so far {correct[:first + len(chunk)].mean():.3f}")  # fmt: skip
+            progress.tick(
+                lambda: (
+                    f"{spec.name}: ours {first + len(chunk):,}/{n:,} events, "
+                    f"accuracy so far {correct[: first + len(chunk)].mean():.3f}"
+                )
+            )
     finally:
         feed.close(lambda line: progress.say(f"[{NAME}] {line}"))
-    kinds = ("requests produced", "feedback produced", "requests consumed", "feedback consumed", "examples joined",
-             "duplicates", "unjoined")
+    kinds = (
+        "requests produced",
+        "feedback produced",
+        "requests consumed",
+        "feedback consumed",
+        "examples joined",
+        "duplicates",
+        "unjoined",
+    )
     counts = {k: feed.counts[k] for k in kinds}
-    counts |= {"scored once": int((scored == 1).sum()), "scored twice or more": int((scored > 1).sum()),
-               "served = learner prediction": int(agree)}  # fmt: skip
+    counts |= {
+        "scored once": int((scored == 1).sum()),
+        "scored twice or more": int((scored > 1).sum()),
+        "served = learner prediction": int(agree),
+    }
     return MethodRun(OURS, correct, model_s, kafka_s, detections), counts
 
 
@@ -150,7 +170,7 @@ def sliding_accuracy(correct: np.ndarray, window: int) -> np.ndarray:
     sums = np.cumsum(correct, dtype=float)
     lagged = np.concatenate([np.zeros(window), sums[:-window]]) if len(sums) > window else np.zeros(len(sums))
     counts = np.minimum(np.arange(1, len(correct) + 1), window)
-    return (sums - lagged[:len(sums)]) / counts
+    return (sums - lagged[: len(sums)]) / counts
 
 
 def _figure(spec: StreamSpec, runs: list[MethodRun]) -> Figure:
@@ -163,26 +183,28 @@ def _figure(spec: StreamSpec, runs: list[MethodRun]) -> Figure:
         curve = sliding_accuracy(r.correct, CURVE_WINDOW)
         lowest = min(lowest, float(curve[CURVE_WINDOW:].min(initial=1.0)))  # once the window is full
         style = {"color": "grey", "ls": ":", "lw": 1.0} if r.method == MAJORITY else {"lw": 1.2}
-        line, = ax.plot(np.arange(len(curve)), curve, label=r.method, **style)
+        (line,) = ax.plot(np.arange(len(curve)), curve, label=r.method, **style)
         if r.detections:
-            ax.plot(r.detections, curve[r.detections], "v", ms=7, color=line.get_color(),
-                    label="drift detected (ours)")  # fmt: skip
+            ax.plot(r.detections, curve[r.detections], "v", ms=7, color=line.get_color(), label="drift detected (ours)")
     for k, p in enumerate(spec.drift_points):
         ax.axvline(p, color="black", ls="--", lw=1, label="true drift" if k == 0 else None)
     bottom = min(0.3, float(np.floor(lowest * 10) / 10))
     ax.set(xlabel="event", ylabel=f"accuracy, last {CURVE_WINDOW} events", title=spec.description, ylim=(bottom, 1.0))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
-    caption = (f"{LABELS[spec.name]}: prequential accuracy over a sliding window of {CURVE_WINDOW} events; "
-               f"drift {spec.drift_kind}" + (f" at event {spec.drift_points[0]:,}" if spec.drift_points else "") +
-               "; triangles: our learner's drift detections.")  # fmt: skip
+    caption = (
+        f"{LABELS[spec.name]}: prequential accuracy over a sliding window of {CURVE_WINDOW} events; "
+        f"drift {spec.drift_kind}"
+        + (f" at event {spec.drift_points[0]:,}" if spec.drift_points else "")
+        + "; triangles: our learner's drift detections."
+    )
     return Figure(spec.name, caption, fig)
 
 
 def _after_drift(r: MethodRun, spec: StreamSpec, window: int) -> str | float:
     if not spec.drift_points:
         return "n/a (continuous)"
-    return float(np.mean([r.correct[p:p + window].mean() for p in spec.drift_points]))
+    return float(np.mean([r.correct[p : p + window].mean() for p in spec.drift_points]))
 
 
 def _detection_row(spec: StreamSpec, ours: MethodRun) -> list[Any]:
@@ -196,8 +218,9 @@ def _detection_row(spec: StreamSpec, ours: MethodRun) -> list[Any]:
     return [LABELS[spec.name], truth, spec.drift_kind, len(ours.detections), shown or "none", first_after]
 
 
-def run(feeds: FeedFactory, config: Config, quick: bool = False, seed: int = 0,
-        say: Callable[[str], None] = print) -> ProtocolResult:
+def run(
+    feeds: FeedFactory, config: Config, quick: bool = False, seed: int = 0, say: Callable[[str], None] = print
+) -> ProtocolResult:
     """Score our learner (through Kafka), ARF and HAT prequentially on three drifting streams.
 
     Args:
@@ -238,18 +261,37 @@ def run(feeds: FeedFactory, config: Config, quick: bool = False, seed: int = 0,
             result.goals.append(Goal(f"prequential accuracy vs ARF on {LABELS[spec.name]}", gap, 0.0))
             result.figures.append(_figure(spec, runs))
     result.tables += [
-        Table("Prequential accuracy and time per event", ["stream", "method", "prequential accuracy",
-              f"accuracy in the {after:,} events after the drift", "µs/event (model: predict + learn)",
-              "µs/event (Kafka round trip)"], scores),  # fmt: skip
-        Table("Drift detections of our learner (ADWIN on the served errors)",
-              ["stream", "true drift at event", "drift kind", "detections", "detected at event",
-               "first detection after each drift"], detections),
+        Table(
+            "Prequential accuracy and time per event",
+            [
+                "stream",
+                "method",
+                "prequential accuracy",
+                f"accuracy in the {after:,} events after the drift",
+                "µs/event (model: predict + learn)",
+                "µs/event (Kafka round trip)",
+            ],
+            scores,
+        ),
+        Table(
+            "Drift detections of our learner (ADWIN on the served errors)",
+            [
+                "stream",
+                "true drift at event",
+                "drift kind",
+                "detections",
+                "detected at event",
+                "first detection after each drift",
+            ],
+            detections,
+        ),
         Table("Kafka accounting of our learner's events", ["stream", "events", *counts], accounting),
     ]
     result.settings = _settings(quick, seed, streams, learner_config, config, after)
     result.settings["run time (s)"] = round(time.perf_counter() - started, 1)
     result.settings["machine load (1-min load average at start, end; CPUs)"] = (
-        f"{load_before:.1f}, {os.getloadavg()[0]:.1f}; {os.cpu_count()}")
+        f"{load_before:.1f}, {os.getloadavg()[0]:.1f}; {os.cpu_count()}"
+    )
     result.summary = _summary(accuracy, result.goals, n, learner_config)
     return result
 
@@ -261,43 +303,53 @@ def _score_row(spec: StreamSpec, r: MethodRun, after: int) -> list[Any]:
     return [LABELS[spec.name], r.method, accuracy, after_drift, 1e6 * r.model_s / n, kafka]
 
 
-def _settings(quick: bool, seed: int, streams: list[StreamSpec], learner: LearnerConfig, config: Config,
-              after: int) -> dict[str, Any]:  # fmt: skip
+def _settings(
+    quick: bool, seed: int, streams: list[StreamSpec], learner: LearnerConfig, config: Config, after: int
+) -> dict[str, Any]:
     import river
 
     changed = {k: v for k, v in dataclasses.asdict(learner).items() if v != getattr(LearnerConfig(), k)}
     return {
         "seed": seed,
         "quick": quick,
-        "streams": {s.name: {"description": s.description, "events": s.n_events, "drift kind": s.drift_kind,
-                             "drift points (0-based event index)": list(s.drift_points),
-                             "encoded features": s.encoder().n_features} for s in streams},  # fmt: skip
+        "streams": {
+            s.name: {
+                "description": s.description,
+                "events": s.n_events,
+                "drift kind": s.drift_kind,
+                "drift points (0-based event index)": list(s.drift_points),
+                "encoded features": s.encoder().n_features,
+            }
+            for s in streams
+        },
         "stream seeds": f"before-drift generator {seed}, after-drift generator {seed + 1}, "
-                        f"ConceptDriftStream {seed + 2}; Hyperplane {seed}",
+        f"ConceptDriftStream {seed + 2}; Hyperplane {seed}",
         "encoder": "one-hot elevel (5), car (20), zipcode (9); numeric fields standardised with running "
-                   "Welford mean/variance from earlier events only, 0 before two events, clipped to ±5",
+        "Welford mean/variance from earlier events only, 0 before two events, clipped to ±5",
         "learner": f"LearnerConfig defaults except {changed}: batch_size={learner.batch_size}, lr={learner.lr}, "
-                   f"replay={learner.replay} (capacity {learner.replay_capacity}, ratio {learner.replay_ratio}), "
-                   f"drift_detector={learner.drift_detector}, drift_actions={learner.drift_actions}",
+        f"replay={learner.replay} (capacity {learner.replay_capacity}, ratio {learner.replay_ratio}), "
+        f"drift_detector={learner.drift_detector}, drift_actions={learner.drift_actions}",
         "model": "build_base_model(ModelSection(n_features=<encoded>, n_labels=2, seed=seed)), preset tiny, "
-                 "lora_rank 4",
+        "lora_rank 4",
         "baselines": f"river {river.__version__}: forest.ARFClassifier(seed=seed), "
-                     "tree.HoeffdingAdaptiveTreeClassifier(seed=seed), default parameters, raw feature dicts",
+        "tree.HoeffdingAdaptiveTreeClassifier(seed=seed), default parameters, raw feature dicts",
         "time per event": "ours: serving forward (cl.serving.inference.predict_batch) + OnlineLearner.learn; Kafka round "
-                          "trip apart (event building, produce with acks=all, consume, parse, join); River: "
-                          "predict_one + learn_one",
+        "trip apart (event building, produce with acks=all, consume, parse, join); River: "
+        "predict_one + learn_one",
         "window after drift (events)": after,
         "curve window (events)": CURVE_WINDOW,
         "kafka": f"{config.kafka.bootstrap_servers}; topics {config.kafka.topic_prefix}.eval.<stream>.<run id>."
-                 "{requests,feedback}, 1 partition, deleted after the run",
+        "{requests,feedback}, 1 partition, deleted after the run",
         "torch threads": TORCH_THREADS,
     }
 
 
 def _summary(accuracy: dict[str, dict[str, float]], goals: list[Goal], n: int, learner: LearnerConfig) -> str:
     met = [g for g in goals if g.met]
-    scores = "; ".join(f"{s} ours {a[OURS]:.3f}, ARF {a[ARF]:.3f}, HAT {a[HAT]:.3f} (majority class {a[MAJORITY]:.3f})"
-                       for s, a in accuracy.items())  # fmt: skip
+    scores = "; ".join(
+        f"{s} ours {a[OURS]:.3f}, ARF {a[ARF]:.3f}, HAT {a[HAT]:.3f} (majority class {a[MAJORITY]:.3f})"
+        for s, a in accuracy.items()
+    )
     no_skill = [s for s, a in accuracy.items() if a[OURS] <= a[MAJORITY] + 0.02]
     return (
         f"Three River streams of {n:,} events each went event by event through fresh Kafka topics as "
@@ -305,8 +357,12 @@ def _summary(accuracy: dict[str, dict[str, float]], goals: list[Goal], n: int, l
         f"micro-batches of {learner.batch_size}, scored test-then-train; River's ARF and HAT read the same "
         f"events. Prequential accuracy: {scores}. The goal (ours >= ARF) is met on {len(met)} of {len(goals)} "
         f"streams{': ' + ', '.join(g.name.rsplit(' ', 1)[-1] for g in met) if met else ''}."
-        + (f" On {', '.join(no_skill)} ours stays within 0.02 of the majority-class rate: it does not learn "
-           "that concept in this many events." if no_skill else "")
+        + (
+            f" On {', '.join(no_skill)} ours stays within 0.02 of the majority-class rate: it does not learn "
+            "that concept in this many events."
+            if no_skill
+            else ""
+        )
         + " Nothing was tuned on these streams: the learner runs the service defaults (holdout_fraction=0 "
         "only), the baselines River's defaults; the streams' variants, functions and mag_change were chosen "
         "for a clear label change before any model ran. Times per event were measured on a shared 2-core "

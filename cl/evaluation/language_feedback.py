@@ -44,23 +44,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from cl.model.base_model import build_base_model
 from cl.config import LearnerConfig, ModelSection
 from cl.evaluation._rule_task import ALPHABET, Phase, default_phases, flip_points, judge, probe_prompts, sample_prompts
 from cl.evaluation._running import TORCH_THREADS, Progress, torch_threads
 from cl.evaluation.result import Figure, ProtocolResult, Table
 from cl.learning.example import Example
+from cl.learning.online_learner import OnlineLearner
+from cl.model.base_model import build_base_model
 from cl.model.generation import generate
 from cl.model.tokenizer import ByteTokenizer
-from cl.learning.online_learner import OnlineLearner
 
 __all__ = ["METHODS", "AlphabetPolicy", "Method", "MethodRun", "phase_rates", "run", "sliding_rate"]
 
 NAME = "language_feedback"
 TITLE = "Language feedback (tiny MoE LM, rule-based judge)"
 TEMPERATURE = 1.0
-LEARNER = {"batch_size": 16, "lr": 5e-3, "kto_beta": 0.1, "replay": "reservoir", "replay_capacity": 2000,
-           "drift_detector": "none", "holdout_fraction": 0.0}  # fmt: skip
+LEARNER = {
+    "batch_size": 16,
+    "lr": 5e-3,
+    "kto_beta": 0.1,
+    "replay": "reservoir",
+    "replay_capacity": 2000,
+    "drift_detector": "none",
+    "holdout_fraction": 0.0,
+}
 # Events per phase, the sliding window of the curves, and how often family b is probed.
 # Seeds run per size: whether KTO gets stuck depends on the seed, so the full size runs three.
 SIZES: dict[bool, dict[str, int]] = {
@@ -87,8 +94,7 @@ class Method:
     ups_only: bool = False
 
     def learner_config(self) -> LearnerConfig:
-        return LearnerConfig(**LEARNER, preference_loss=self.preference_loss,
-                             replay_ratio=1.0 if self.replay else 0.0)  # fmt: skip
+        return LearnerConfig(**LEARNER, preference_loss=self.preference_loss, replay_ratio=1.0 if self.replay else 0.0)
 
 
 METHODS: tuple[Method, ...] = (
@@ -179,12 +185,12 @@ def phase_rates(thumbs: Sequence[bool] | np.ndarray, phases: Sequence[Phase], wi
     """
     x, out, start = np.asarray(thumbs, dtype=float), [], 0
     for phase in phases:
-        part = x[start:start + phase.events]
-        out.append({"all": float(part.mean()), "first": float(part[:window].mean()),
-                    "last": float(part[-window:].mean())})  # fmt: skip
+        part = x[start : start + phase.events]
+        out.append(
+            {"all": float(part.mean()), "first": float(part[:window].mean()), "last": float(part[-window:].mean())}
+        )
         start += phase.events
     return out
-
 
 
 def _serve(policy: AlphabetPolicy, prompts: list[str], generator: torch.Generator | None) -> list[str]:
@@ -192,17 +198,23 @@ def _serve(policy: AlphabetPolicy, prompts: list[str], generator: torch.Generato
     tokens = _TOK.batch(prompts, pad_side="left")  # (B, T); every prompt has the same length
     slot0 = torch.zeros(len(prompts), dtype=torch.long)  # (B,) the learner's adapter
     temperature = TEMPERATURE if generator is not None else 0.0
-    seq = generate(policy, tokens, max_new_tokens=1, adapter_ids=slot0, temperature=temperature,
-                   generator=generator)  # (B, T + 1) fmt: skip
-    return [_TOK.decode(row[tokens.shape[1]:]) for row in seq]
+    seq = generate(
+        policy, tokens, max_new_tokens=1, adapter_ids=slot0, temperature=temperature, generator=generator
+    )  # (B, T + 1)
+    return [_TOK.decode(row[tokens.shape[1] :]) for row in seq]
 
 
 def _examples(method: Method, prompts: list[str], outputs: list[str], thumbs: list[bool], first: int) -> list[Example]:
     """The learner's examples for one micro-batch of judged events (ids ``e<first>``, ...)."""
     out = []
     for i, (text, served, up) in enumerate(zip(prompts, outputs, thumbs)):
-        ids = {"event_id": f"e{first + i}", "request_id": f"r{first + i}", "kind": "generate", "text": text,
-               "served_text": served}  # fmt: skip
+        ids = {
+            "event_id": f"e{first + i}",
+            "request_id": f"r{first + i}",
+            "kind": "generate",
+            "text": text,
+            "served_text": served,
+        }
         if method.ups_only:
             if up:
                 out.append(Example(**ids, signal="correction", correction=served))
@@ -217,8 +229,9 @@ def _probe(policy: AlphabetPolicy, phase: Phase, family: str = "b") -> float:
     return float(np.mean([judge(p, o, phase) for p, o in zip(prompts, _serve(policy, prompts, None))]))
 
 
-def _train(method: Method, phases: Sequence[Phase], stream: list[list[str]], seed: int, probe_every: int,
-           progress: Progress) -> MethodRun:  # fmt: skip
+def _train(
+    method: Method, phases: Sequence[Phase], stream: list[list[str]], seed: int, probe_every: int, progress: Progress
+) -> MethodRun:
     """Serve, judge and learn through every phase's prompts (``stream[i]`` for phase ``i``)."""
     model = build_base_model(ModelSection(seed=seed))
     learner = OnlineLearner(model, method.learner_config(), seed=seed)
@@ -229,7 +242,7 @@ def _train(method: Method, phases: Sequence[Phase], stream: list[list[str]], see
     total = sum(p.events for p in phases)
     for phase, prompts in zip(phases, stream):
         for start in range(0, len(prompts), batch):
-            chunk = prompts[start:start + batch]
+            chunk = prompts[start : start + batch]
             t0 = time.perf_counter()
             outputs = _serve(policy, chunk, generator)
             t1 = time.perf_counter()
@@ -243,8 +256,12 @@ def _train(method: Method, phases: Sequence[Phase], stream: list[list[str]], see
             end_of_phase = start + batch >= len(prompts)
             if len(thumbs) % probe_every < len(chunk) or end_of_phase:
                 record.probes.append((len(thumbs), _probe(policy, phase)))
-            progress.tick(lambda: f"{method.name}, seed {seed}: {len(thumbs)}/{total} events ({phase.name}), "
-                                  f"positive rate {np.mean(thumbs[-200:]):.2f} over the last 200")  # fmt: skip
+            progress.tick(
+                lambda: (
+                    f"{method.name}, seed {seed}: {len(thumbs)}/{total} events ({phase.name}), "
+                    f"positive rate {np.mean(thumbs[-200:]):.2f} over the last 200"
+                )
+            )
     record.thumbs = np.array(thumbs, dtype=bool)
     return record
 
@@ -276,12 +293,18 @@ def run(quick: bool = False, seed: int = 0, say: Callable[[str], None] = print) 
                 r = _train(method, phases, stream, s, size["probe_every"], progress)
                 runs[method.name].append(r)
                 rates = phase_rates(r.thumbs, phases, size["window"])
-                say(f"[{NAME}] {method.name}, seed {s}: positive rate per phase "
-                    + ", ".join(f"{p.name} {x['all']:.2f}" for p, x in zip(phases, rates)))  # fmt: skip
+                say(
+                    f"[{NAME}] {method.name}, seed {s}: positive rate per phase "
+                    + ", ".join(f"{p.name} {x['all']:.2f}" for p, x in zip(phases, rates))
+                )
     window = size["window"]
     result = ProtocolResult(NAME, TITLE, quick=quick)
-    result.tables += [_rate_table(runs, phases, window), _forgetting_table(runs, phases, window),
-                      _seed_table(runs, phases, window), _time_table(runs)]  # fmt: skip
+    result.tables += [
+        _rate_table(runs, phases, window),
+        _forgetting_table(runs, phases, window),
+        _seed_table(runs, phases, window),
+        _time_table(runs),
+    ]
     result.figures += [_figure(runs, phases, window), _seed_figure(runs, phases, window)]
     result.settings = _settings(quick, seeds, size, phases)
     result.settings["run time (s)"] = round(time.perf_counter() - started, 1)
@@ -306,11 +329,13 @@ def _rate_table(runs: dict[str, list[MethodRun]], phases: Sequence[Phase], windo
     rows = []
     for name, rs in runs.items():
         rates = _mean_rates(rs, phases, window)
-        rows.append([name, *(x["all"] for x in rates), rates[0]["first"], rates[0]["last"],
-                     rates[1]["last"], rates[2]["first"]])  # fmt: skip
+        rows.append(
+            [name, *(x["all"] for x in rates), rates[0]["first"], rates[0]["last"], rates[1]["last"], rates[2]["first"]]
+        )
     n = len(next(iter(runs.values())))
-    return Table(f"Positive-feedback rate of the served (sampled) outputs, per phase (mean over {n} seed(s))",
-                 columns, rows)  # fmt: skip
+    return Table(
+        f"Positive-feedback rate of the served (sampled) outputs, per phase (mean over {n} seed(s))", columns, rows
+    )
 
 
 def _forgetting_table(runs: dict[str, list[MethodRun]], phases: Sequence[Phase], window: int) -> Table:
@@ -320,10 +345,19 @@ def _forgetting_table(runs: dict[str, list[MethodRun]], phases: Sequence[Phase],
         before, after = _b_probe(rs, flips[0]), _b_probe(rs, flips[1])
         adapted = _mean_rates(rs, phases, window)[1]["last"]
         rows.append([name, before, after, before - after, _b_probe(rs, end), adapted])
-    columns = ["method", "b before the flip", "b at the end of the flip", "forgetting (before - after)",
-               "b at the end", f"a's new rule learned (flip: last {window})"]  # fmt: skip
-    return Table("Forgetting of the unchanged rule: family b's greedy positive rate on its 10 probe prompts "
-                 "(mean over seeds)", columns, rows)  # fmt: skip
+    columns = [
+        "method",
+        "b before the flip",
+        "b at the end of the flip",
+        "forgetting (before - after)",
+        "b at the end",
+        f"a's new rule learned (flip: last {window})",
+    ]
+    return Table(
+        "Forgetting of the unchanged rule: family b's greedy positive rate on its 10 probe prompts (mean over seeds)",
+        columns,
+        rows,
+    )
 
 
 def _seed_table(runs: dict[str, list[MethodRun]], phases: Sequence[Phase], window: int) -> Table:
@@ -333,8 +367,13 @@ def _seed_table(runs: dict[str, list[MethodRun]], phases: Sequence[Phase], windo
         for r in rs:
             rates = phase_rates(r.thumbs, phases, window)
             rows.append([name, r.seed, *(x["all"] for x in rates), r.probe_at(flips[0]), r.probe_at(flips[1])])
-    columns = ["method", "seed", *(f"{p.name}: positive rate" for p in phases), "b before the flip",
-               "b at the end of the flip"]  # fmt: skip
+    columns = [
+        "method",
+        "seed",
+        *(f"{p.name}: positive rate" for p in phases),
+        "b before the flip",
+        "b at the end of the flip",
+    ]
     return Table("Per seed", columns, rows)
 
 
@@ -344,8 +383,11 @@ def _time_table(runs: dict[str, list[MethodRun]]) -> Table:
         n = sum(len(r.thumbs) for r in rs)
         serve, learn = sum(r.serve_s for r in rs), sum(r.learn_s for r in rs)
         rows.append([name, 1e3 * serve / n, 1e3 * learn / n, 1e3 * (serve + learn) / n])
-    return Table("Time per event (ms; generate for one micro-batch, then learn from it; a shared 2-core machine)",
-                 ["method", "serve", "learn", "total"], rows)  # fmt: skip
+    return Table(
+        "Time per event (ms; generate for one micro-batch, then learn from it; a shared 2-core machine)",
+        ["method", "serve", "learn", "total"],
+        rows,
+    )
 
 
 def _flip_lines(ax: Any, phases: Sequence[Phase]) -> None:
@@ -370,16 +412,24 @@ def _figure(runs: dict[str, list[MethodRun]], phases: Sequence[Phase], window: i
     bounds = [0, *flip_points(phases), sum(p.events for p in phases)]
     for phase, lo, hi in zip(phases, bounds, bounds[1:]):
         rules = ", ".join(f"{f}->{a}" for f, a in phase.rules.items())
-        top.text((lo + hi) / 2, 1.0, f"{phase.name}\n({rules}; traffic {'+'.join(phase.traffic)})",
-                 ha="center", va="top", fontsize=8)  # fmt: skip
+        top.text(
+            (lo + hi) / 2,
+            1.0,
+            f"{phase.name}\n({rules}; traffic {'+'.join(phase.traffic)})",
+            ha="center",
+            va="top",
+            fontsize=8,
+        )
     top.set_ylabel(f"positive rate (last {window} events)")
     top.legend(loc="lower left", fontsize=8)
     bottom.set_ylabel("family b, greedy probe")
     bottom.set_xlabel("feedback event")
     n = len(next(iter(runs.values())))
-    caption = (f"Top: positive-feedback rate of the served outputs (sliding window of {window} events, mean over "
-               f"{n} seed(s)). Bottom: family b's greedy positive rate on its 10 probe prompts (mean over seeds). "
-               "Dashed lines: the rule flips.")
+    caption = (
+        f"Top: positive-feedback rate of the served outputs (sliding window of {window} events, mean over "
+        f"{n} seed(s)). Bottom: family b's greedy positive rate on its 10 probe prompts (mean over seeds). "
+        "Dashed lines: the rule flips."
+    )
     return Figure("positive_rate", caption, fig)
 
 
@@ -397,8 +447,10 @@ def _seed_figure(runs: dict[str, list[MethodRun]], phases: Sequence[Phase], wind
     axes[0].legend(loc="lower left", fontsize=8)
     for ax in axes[-2:]:
         ax.set_xlabel("feedback event")
-    caption = (f"Positive-feedback rate of the served outputs per method and seed (sliding window of {window} "
-               "events); dashed lines: the rule flips.")
+    caption = (
+        f"Positive-feedback rate of the served outputs per method and seed (sliding window of {window} "
+        "events); dashed lines: the rule flips."
+    )
     return Figure("positive_rate_per_seed", caption, fig)
 
 
@@ -408,12 +460,19 @@ def _settings(quick: bool, seeds: list[int], size: dict[str, int], phases: Seque
         "seeds (each: base model, prompts, sampling, learners)": seeds,
         "model": "ModelSection() defaults (preset tiny, LoRA rank 4) with the run's seed; adapter slot 0 learns",
         "phases (events, traffic, rules)": "; ".join(
-            f"{p.name}: {p.events}, {'+'.join(p.traffic)}, {dict(p.rules)}" for p in phases),
+            f"{p.name}: {p.events}, {'+'.join(p.traffic)}, {dict(p.rules)}" for p in phases
+        ),
         "prompts": "'<family><digit>>', family then digit uniform over the phase's traffic",
         "serving": f"generate, 1 new token, temperature {TEMPERATURE}, outputs masked to {ALPHABET!r}",
         "learner (shared)": dict(LEARNER),
-        "methods": {m.name: {"preference_loss": m.preference_loss, "replay_ratio": 1.0 if m.replay else 0.0,
-                             "ups_only": m.ups_only} for m in METHODS},  # fmt: skip
+        "methods": {
+            m.name: {
+                "preference_loss": m.preference_loss,
+                "replay_ratio": 1.0 if m.replay else 0.0,
+                "ups_only": m.ups_only,
+            }
+            for m in METHODS
+        },
         "sliding window (events)": size["window"],
         "family b probed every (events)": size["probe_every"],
         "torch threads": TORCH_THREADS,
@@ -422,14 +481,18 @@ def _settings(quick: bool, seeds: list[int], size: dict[str, int], phases: Seque
 
 def _summary(runs: dict[str, list[MethodRun]], phases: Sequence[Phase], seeds: list[int], window: int) -> str:
     flips = flip_points(phases)
-    per_method = "; ".join(f"{name}: " + ", ".join(f"{p.name} {x['all']:.2f}" for p, x in
-                                                   zip(phases, _mean_rates(rs, phases, window)))
-                           for name, rs in runs.items())  # fmt: skip
-    forgetting = "; ".join(f"{name} {_b_probe(rs, flips[0]):.2f} -> {_b_probe(rs, flips[1]):.2f}"
-                           for name, rs in runs.items())  # fmt: skip
+    per_method = "; ".join(
+        f"{name}: " + ", ".join(f"{p.name} {x['all']:.2f}" for p, x in zip(phases, _mean_rates(rs, phases, window)))
+        for name, rs in runs.items()
+    )
+    forgetting = "; ".join(
+        f"{name} {_b_probe(rs, flips[0]):.2f} -> {_b_probe(rs, flips[1]):.2f}" for name, rs in runs.items()
+    )
     counts = "; ".join(
         f"{name} {sum(phase_rates(r.thumbs, phases, window)[1]['last'] >= 0.5 for r in rs)} and "
-        f"{sum(r.probe_at(flips[1]) >= r.probe_at(flips[0]) for r in rs)} of {len(rs)}" for name, rs in runs.items())
+        f"{sum(r.probe_at(flips[1]) >= r.probe_at(flips[0]) for r in rs)} of {len(rs)}"
+        for name, rs in runs.items()
+    )
     return (
         "The service's tiny MoE LM (random frozen base, LoRA slot 0) serves one-digit answers to prompts of two "
         "families; a rule-based judge gives thumbs and the OnlineLearner learns from them in micro-batches of "

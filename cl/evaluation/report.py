@@ -75,8 +75,12 @@ def write_report(result: ProtocolResult, out: Path, written_by: str = "cl eval")
         lines += ["## Settings", "", "```json", json.dumps(result.settings, indent=1, default=str), "```", ""]
     path = out / f"{result.name}.md"
     path.write_text("\n".join(lines))
-    data = {"name": result.name, "title": result.title, "quick": result.quick,
-            "goals": [{**g.__dict__, "met": g.met} for g in result.goals]}  # fmt: skip
+    data = {
+        "name": result.name,
+        "title": result.title,
+        "quick": result.quick,
+        "goals": [{**g.__dict__, "met": g.met} for g in result.goals],
+    }
     (out / f"{result.name}.json").write_text(json.dumps(data, indent=1, default=_jsonable))
     return path
 
@@ -93,9 +97,15 @@ def write_index(out: Path) -> Path:
         link = f"[{data['title']}]({data['name']}.md)" + (" (quick)" if data.get("quick") else "")
         goals = [Goal(g["name"], g["value"], g["target"], g["higher_is_better"]) for g in data["goals"]]
         rows += [[link, *_goal_row(g)] for g in goals] or [[link, "—", "", "", ""]]
-    lines = ["# Evaluation reports", "",
-             "Written by `cl eval` (protocols) and `cl report` (the running service); the README's",
-             "numbers come from these files.", "", *_table(["report", "goal", "measured", "target", ""], rows), ""]  # fmt: skip
+    lines = [
+        "# Evaluation reports",
+        "",
+        "Written by `cl eval` (protocols) and `cl report` (the running service); the README's",
+        "numbers come from these files.",
+        "",
+        *_table(["report", "goal", "measured", "target", ""], rows),
+        "",
+    ]
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path

@@ -47,7 +47,9 @@ class ServiceHistory:
             if p.get("model_name") not in (None, model_name):
                 continue
             if e.type == "version_published":
-                published.append((e.ts, str(p.get("version")), {k: float(v) for k, v in (p.get("metrics") or {}).items()}))
+                published.append(
+                    (e.ts, str(p.get("version")), {k: float(v) for k, v in (p.get("metrics") or {}).items()})
+                )
             elif e.type == "drift_detected":
                 drifts.append((e.ts, int(p.get("events_seen", 0))))
             elif e.type in ROLLOUT_MARKERS:
@@ -81,18 +83,48 @@ def service_report(history: ServiceHistory, model_name: str) -> ProtocolResult:
         seen.add(kind)
     ax.set(xlabel="seconds since the first published version", ylabel="accuracy", ylim=(0, 1.02))
     ax.legend(loc="lower right", fontsize=8)
-    result.figures.append(Figure("curve", "Served and prequential accuracy of the learner's versions over time, "
-                                          "with drift detections and rollout decisions.", fig))  # fmt: skip
+    result.figures.append(
+        Figure(
+            "curve",
+            "Served and prequential accuracy of the learner's versions over time, "
+            "with drift detections and rollout decisions.",
+            fig,
+        )
+    )
     last = history.published[-1][2]
-    result.tables.append(Table("Now", ["versions published", "drift detections", "promotions", "rollbacks",
-                                       "events learned", "served accuracy (last 200)"],
-                               [[len(history.published), len(history.drifts),
-                                 sum(k == "promoted" for _, k, _, _ in history.rollout),
-                                 sum(k == "rolled_back" for _, k, _, _ in history.rollout),
-                                 int(last.get("events_seen", 0)), served[-1]]]))  # fmt: skip
+    result.tables.append(
+        Table(
+            "Now",
+            [
+                "versions published",
+                "drift detections",
+                "promotions",
+                "rollbacks",
+                "events learned",
+                "served accuracy (last 200)",
+            ],
+            [
+                [
+                    len(history.published),
+                    len(history.drifts),
+                    sum(k == "promoted" for _, k, _, _ in history.rollout),
+                    sum(k == "rolled_back" for _, k, _, _ in history.rollout),
+                    int(last.get("events_seen", 0)),
+                    served[-1],
+                ]
+            ],
+        )
+    )
     if history.rollout:
-        result.tables.append(Table("Rollout decisions", ["seconds", "decision", "version", "reason"],
-                                   [[ts - t0, kind, v, reason] for ts, kind, v, reason in history.rollout]))  # fmt: skip
-    result.summary = (f"From the `{model_name}` events on cl.events: {len(history.published)} versions, "
-                      f"{len(history.drifts)} drift detections, {len(history.rollout)} promotions or rollbacks.")  # fmt: skip
+        result.tables.append(
+            Table(
+                "Rollout decisions",
+                ["seconds", "decision", "version", "reason"],
+                [[ts - t0, kind, v, reason] for ts, kind, v, reason in history.rollout],
+            )
+        )
+    result.summary = (
+        f"From the `{model_name}` events on cl.events: {len(history.published)} versions, "
+        f"{len(history.drifts)} drift detections, {len(history.rollout)} promotions or rollbacks."
+    )
     return result

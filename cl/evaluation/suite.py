@@ -42,8 +42,9 @@ def check_names(names: list[str]) -> list[str]:
     return names
 
 
-def run_protocol(name: str, *, quick: bool, config: Config | None, say: Callable[[str], None],
-                 feeds: FeedFactory | None = None) -> ProtocolResult:  # fmt: skip
+def run_protocol(
+    name: str, *, quick: bool, config: Config | None, say: Callable[[str], None], feeds: FeedFactory | None = None
+) -> ProtocolResult:
     """Run one protocol; those that go through Kafka also take the config and the feed factory."""
     run = importlib.import_module(PROTOCOLS[check_names([name])[0]]).run
     kwargs: dict = {"quick": quick, "say": say}
@@ -54,14 +55,23 @@ def run_protocol(name: str, *, quick: bool, config: Config | None, say: Callable
     return run(**kwargs)
 
 
-def run_suite(names: list[str], *, quick: bool, out: Path, config: Config | None = None,
-              say: Callable[[str], None] = print, feeds: FeedFactory | None = None) -> list[ProtocolResult]:  # fmt: skip
+def run_suite(
+    names: list[str],
+    *,
+    quick: bool,
+    out: Path,
+    config: Config | None = None,
+    say: Callable[[str], None] = print,
+    feeds: FeedFactory | None = None,
+) -> list[ProtocolResult]:
     """Run each protocol, write its report into ``out`` as soon as it is done, then the index."""
     results = []
     for name in check_names(names):
         started = time.monotonic()
         say(f"eval: {name} ({'quick' if quick else 'full'}) ...")
-        result = run_protocol(name, quick=quick, config=config, feeds=feeds, say=lambda line, n=name: say(f"  {n}: {line}"))
+        result = run_protocol(
+            name, quick=quick, config=config, feeds=feeds, say=lambda line, n=name: say(f"  {n}: {line}")
+        )
         path = write_report(result, out)
         goals = "; ".join(f"{g.name} {g.value:.3f} ({'met' if g.met else 'not met'})" for g in result.goals)
         say(f"eval: {name} done in {time.monotonic() - started:.0f} s -> {path}" + (f"; {goals}" if goals else ""))

@@ -254,16 +254,20 @@ def check_example(ex: Any, config: ModelConfig) -> str | None:
         return "a predict example needs exactly one of features or text"
     if ex.features is not None:
         if len(ex.features) != config.n_features:
-            return (f"features has {len(ex.features)} values but the model takes n_features="
-                    f"{config.n_features}; send vectors of that length")
+            return (
+                f"features has {len(ex.features)} values but the model takes n_features="
+                f"{config.n_features}; send vectors of that length"
+            )
         if not all(math.isfinite(v) for v in ex.features):
             return "features contains NaN or infinity; send finite numbers"
     label, what = (ex.served_label, "served label") if ex.is_preference else (ex.target, "label")
     if label is None or isinstance(label, bool) or not isinstance(label, int):
         return f"{what} is missing or not an int ({label!r})"
     if not 0 <= label < config.n_labels:
-        return (f"{what} {label} is out of range: the model has n_labels={config.n_labels} "
-                f"(labels 0..{config.n_labels - 1}); fix the {what} or the model's n_labels")
+        return (
+            f"{what} {label} is out of range: the model has n_labels={config.n_labels} "
+            f"(labels 0..{config.n_labels - 1}); fix the {what} or the model's n_labels"
+        )
     return None
 
 
@@ -346,10 +350,10 @@ def _lm_rows(
     seqs, starts = [], []
     for e in exs:
         answer = e.served_text if e.is_preference else e.correction
-        output = tok.encode(answer or "", bos=False, eos=not e.is_preference)[:max_seq_len - 1]
+        output = tok.encode(answer or "", bos=False, eos=not e.is_preference)[: max_seq_len - 1]
         room = max_seq_len + 1 - len(output) - 1  # prompt bytes that fit after BOS
         prompt = tok.encode(e.text or "", bos=False)
-        prompt = prompt[len(prompt) - room:] if len(prompt) > room else prompt
+        prompt = prompt[len(prompt) - room :] if len(prompt) > room else prompt
         seqs.append([tok.bos_id, *prompt, *output])
         starts.append(1 + len(prompt))  # index in seq of the first output token
     width = max(len(s) for s in seqs) - 1
@@ -360,5 +364,5 @@ def _lm_rows(
         n = len(s) - 1
         tokens[r, :n] = torch.tensor(s[:-1])
         targets[r, :n] = torch.tensor(s[1:])
-        mask[r, start - 1:n] = True  # position t predicts s[t + 1]
+        mask[r, start - 1 : n] = True  # position t predicts s[t + 1]
     return tokens, targets, mask

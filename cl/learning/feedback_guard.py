@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-
 from pydantic import JsonValue
 
 from cl.events import FeedbackEvent, RequestEvent
@@ -163,8 +162,13 @@ class FeedbackGuard:
     @classmethod
     def from_config(cls, learner: Any, workers: int = 1) -> FeedbackGuard:
         """The guard a :class:`cl.config.LearnerConfig` asks for."""
-        return cls(learner.user_cap_events, learner.user_cap_window_s, learner.quarantine_alpha,
-                   learner.quarantine_min_events, workers=workers)  # fmt: skip
+        return cls(
+            learner.user_cap_events,
+            learner.user_cap_window_s,
+            learner.quarantine_alpha,
+            learner.quarantine_min_events,
+            workers=workers,
+        )
 
     @property
     def n_quarantined(self) -> int:
@@ -233,8 +237,13 @@ class FeedbackGuard:
         log_p = binomial_log_tail(stats.k, stats.n, others_rate)
         if log_p >= math.log(self.alpha):
             return False
-        self._quarantined[user] = {"user_id": user, "events": stats.n, "disagreements": stats.k,
-                                   "others_rate": round(others_rate, 6), "p_value": math.exp(log_p)}  # fmt: skip
+        self._quarantined[user] = {
+            "user_id": user,
+            "events": stats.n,
+            "disagreements": stats.k,
+            "others_rate": round(others_rate, 6),
+            "p_value": math.exp(log_p),
+        }
         while len(self._quarantined) > self.max_users:
             self._quarantined.popitem(last=False)
         self._users.pop(user, None)
@@ -260,16 +269,20 @@ class FeedbackGuard:
 
     def _cap_reason(self, user: str) -> str:
         split = f", split over {self.workers} learner workers" if self.workers > 1 else ""
-        return (f"user {user!r} sent more than {self._cap} events in {self.cap_window_s:g} s "
-                f"(learner.user_cap_events={self.cap_events} per learner.user_cap_window_s{split}); "
-                "not learned, kept here so a retrain can replay them")  # fmt: skip
+        return (
+            f"user {user!r} sent more than {self._cap} events in {self.cap_window_s:g} s "
+            f"(learner.user_cap_events={self.cap_events} per learner.user_cap_window_s{split}); "
+            "not learned, kept here so a retrain can replay them"
+        )
 
     def _quarantine_reason(self, user: str) -> str:
         q = self._quarantined[user]
-        return (f"user {user!r} is quarantined: {q['disagreements']} of {q['events']} judged events said the "
-                f"served output was wrong, against {float(q['others_rate']):.1%} for everyone else (p-value "
-                f"{float(q['p_value']):.2g} < learner.quarantine_alpha={self.alpha:g}); their feedback is not "
-                "learned. Review it; a retrain can replay it if it was honest")  # fmt: skip
+        return (
+            f"user {user!r} is quarantined: {q['disagreements']} of {q['events']} judged events said the "
+            f"served output was wrong, against {float(q['others_rate']):.1%} for everyone else (p-value "
+            f"{float(q['p_value']):.2g} < learner.quarantine_alpha={self.alpha:g}); their feedback is not "
+            "learned. Review it; a retrain can replay it if it was honest"
+        )
 
     # -- resuming -------------------------------------------------------------------------------
 
@@ -308,8 +321,14 @@ class FeedbackGuard:
                     users[u] = [u, n, k, p, w, c]
                 else:
                     same = old[4] == w
-                    users[u] = [u, old[1] + n, old[2] + k, old[3] + p, max(old[4], w),
-                                old[5] + c if same else (c if w > old[4] else old[5])]  # fmt: skip
+                    users[u] = [
+                        u,
+                        old[1] + n,
+                        old[2] + k,
+                        old[3] + p,
+                        max(old[4], w),
+                        old[5] + c if same else (c if w > old[4] else old[5]),
+                    ]
         quarantined = {q["user_id"]: q for state in filter(None, states) for q in state.get("quarantined", [])}
         counts: dict[str, int] = {}
         for state in filter(None, states):

@@ -85,8 +85,7 @@ class Scored:
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[rows]
 
-        return Scored(self.token_logp[rows], self.mask[rows], pick(self.desirable),
-                      pick(self.ref_logp), pick(self.kl))
+        return Scored(self.token_logp[rows], self.mask[rows], pick(self.desirable), pick(self.ref_logp), pick(self.kl))
 
 
 def score_labels(
@@ -208,10 +207,15 @@ class KTOLoss:
     needs_reference = True
 
     def __init__(self, beta: float = 0.1, lambda_desirable: float = 1.0, lambda_undesirable: float = 1.0) -> None:
-        problems = [f"{name} must be a number > 0, got {value!r}"
-                    for name, value in (("beta", beta), ("lambda_desirable", lambda_desirable),
-                                        ("lambda_undesirable", lambda_undesirable))
-                    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0]
+        problems = [
+            f"{name} must be a number > 0, got {value!r}"
+            for name, value in (
+                ("beta", beta),
+                ("lambda_desirable", lambda_desirable),
+                ("lambda_undesirable", lambda_undesirable),
+            )
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+        ]
         if problems:
             raise ValueError("KTOLoss: " + "; ".join(problems) + " (e.g. beta=0.1, lambdas=1.0)")
         self.beta = beta
@@ -231,8 +235,10 @@ class KTOLoss:
         return torch.where(scored.desirable, good, bad)
 
     def __repr__(self) -> str:
-        return (f"KTOLoss(beta={self.beta!r}, lambda_desirable={self.lambda_desirable!r}, "
-                f"lambda_undesirable={self.lambda_undesirable!r})")
+        return (
+            f"KTOLoss(beta={self.beta!r}, lambda_desirable={self.lambda_desirable!r}, "
+            f"lambda_undesirable={self.lambda_undesirable!r})"
+        )
 
 
 class RewardWeightedLoss:

@@ -49,8 +49,8 @@ import numpy as np
 import torch
 
 from cl.config import ConfigError, LearnerConfig
-from cl.learning.data_parallel import RankGroup, SingleProcess
 from cl.drift import make_drift_detector
+from cl.learning.data_parallel import RankGroup, SingleProcess
 from cl.learning.eval_set import is_held_out
 from cl.learning.example import Example, ModelBatch, check_example, encode_examples
 from cl.learning.objectives import Scored, SupervisedLoss, make_preference_loss, score_labels, score_tokens
@@ -151,10 +151,18 @@ class OnlineLearner:
         self._rng = np.random.default_rng(seed)
         self._window: deque[int] = deque(maxlen=ERROR_WINDOW)
         self._stats: dict[str, Any] = {
-            "events_seen": 0, "events_rejected": 0, "steps": 0, "label_events": 0,
-            "label_correct": 0, "preference_events": 0, "preference_positive": 0,
-            "drifts": 0, "loss_ema": None, "violation_ema": None,
-            "lr": float(config.lr), "boost_left": 0,
+            "events_seen": 0,
+            "events_rejected": 0,
+            "steps": 0,
+            "label_events": 0,
+            "label_correct": 0,
+            "preference_events": 0,
+            "preference_positive": 0,
+            "drifts": 0,
+            "loss_ema": None,
+            "violation_ema": None,
+            "lr": float(config.lr),
+            "boost_left": 0,
         }
         self._params = model.adapter_parameters()
         # Data-parallel: the load behind each balance update is summed over the ranks first.
@@ -231,9 +239,16 @@ class OnlineLearner:
             stats["drifts"] += detections
             actions += self._adapt()
         return StepReport(
-            n_events=len(accepted), loss=loss, errors=errors, drift=detections > 0,
-            actions=tuple(actions), lr=lr, events_seen=stats["events_seen"],
-            rejected=tuple(rejected), n_replayed=len(replayed), n_events_all_ranks=n_accepted,
+            n_events=len(accepted),
+            loss=loss,
+            errors=errors,
+            drift=detections > 0,
+            actions=tuple(actions),
+            lr=lr,
+            events_seen=stats["events_seen"],
+            rejected=tuple(rejected),
+            n_replayed=len(replayed),
+            n_events_all_ranks=n_accepted,
             predictions=predicted,
         )
 
@@ -351,7 +366,7 @@ class OnlineLearner:
 
     def _remember(self, new: list[Example], replayed: list[tuple[int, Example]], losses: torch.Tensor) -> None:
         values = [v if math.isfinite(v) and v >= 0 else None for v in losses.tolist()]
-        pairs = [(key, v) for (key, _), v in zip(replayed, values[len(new):]) if v is not None]
+        pairs = [(key, v) for (key, _), v in zip(replayed, values[len(new) :]) if v is not None]
         if pairs:
             self._buffer.update_losses([k for k, _ in pairs], [v for _, v in pairs])
         for ex, value in zip(new, values):

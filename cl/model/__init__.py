@@ -16,8 +16,8 @@ from cl.model.adapters import (
     reset_adapter,
     save_adapter,
 )
-from cl.model.base_model import base_model_config, build_base_model, load_base_weights, save_base_weights
 from cl.model.attention import Attention, attention_mask
+from cl.model.base_model import base_model_config, build_base_model, load_base_weights, save_base_weights
 from cl.model.cache import KVCache
 from cl.model.config import LORA_TARGETS, PRESETS, ModelConfig, ModelConfigError
 from cl.model.features import FeatureTokenizer

@@ -36,9 +36,7 @@ def check_tokens(tokens: object, vocab_size: int) -> torch.Tensor:
         raise ValueError(f"tokens must have B >= 1 and T >= 1, got shape {tuple(tokens.shape)}")
     lo, hi = int(tokens.min()), int(tokens.max())
     if lo < 0 or hi >= vocab_size:
-        raise ValueError(
-            f"token ids must lie in [0, {vocab_size}) (vocab_size), got values in [{lo}, {hi}]"
-        )
+        raise ValueError(f"token ids must lie in [0, {vocab_size}) (vocab_size), got values in [{lo}, {hi}]")
     return tokens.long()
 
 
@@ -52,13 +50,9 @@ def check_features(features: object, n_features: int) -> torch.Tensor:
     if n_features == 0:
         raise ValueError("this model takes no features (config n_features=0); pass tokens= instead")
     if not isinstance(features, torch.Tensor):
-        raise ValueError(
-            f"features must be a torch.Tensor of shape (B, {n_features}), got {type(features).__name__}"
-        )
+        raise ValueError(f"features must be a torch.Tensor of shape (B, {n_features}), got {type(features).__name__}")
     if features.dim() != 2 or features.shape[1] != n_features or features.shape[0] == 0:
-        raise ValueError(
-            f"features must have shape (B, {n_features}) with B >= 1, got shape {tuple(features.shape)}"
-        )
+        raise ValueError(f"features must have shape (B, {n_features}) with B >= 1, got shape {tuple(features.shape)}")
     if not features.dtype.is_floating_point:
         raise ValueError(f"features must be a floating-point tensor, got dtype {features.dtype}")
     if not bool(torch.isfinite(features).all()):
@@ -76,13 +70,10 @@ def check_adapter_ids(adapter_ids: object, batch_size: int, n_slots: int) -> tor
         return None
     if not isinstance(adapter_ids, torch.Tensor):
         raise ValueError(
-            f"adapter_ids must be a torch.Tensor of shape ({batch_size},) or None, "
-            f"got {type(adapter_ids).__name__}"
+            f"adapter_ids must be a torch.Tensor of shape ({batch_size},) or None, got {type(adapter_ids).__name__}"
         )
     if adapter_ids.shape != (batch_size,):
-        raise ValueError(
-            f"adapter_ids must have shape ({batch_size},), one per row, got {tuple(adapter_ids.shape)}"
-        )
+        raise ValueError(f"adapter_ids must have shape ({batch_size},), one per row, got {tuple(adapter_ids.shape)}")
     if adapter_ids.dtype.is_floating_point or adapter_ids.dtype.is_complex or adapter_ids.dtype == torch.bool:
         raise ValueError(f"adapter_ids must be an integer tensor (int64), got dtype {adapter_ids.dtype}")
     lo, hi = int(adapter_ids.min()), int(adapter_ids.max())

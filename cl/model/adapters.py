@@ -107,9 +107,7 @@ def load_adapter_state(model: nn.Module, slot: int, state: dict[str, torch.Tenso
             bank[slot].copy_(state[key].to(bank.device, bank.dtype))
 
 
-def save_adapter(
-    model: nn.Module, path: str | Path, slot: int, metadata: dict[str, str] | None = None
-) -> None:
+def save_adapter(model: nn.Module, path: str | Path, slot: int, metadata: dict[str, str] | None = None) -> None:
     """Save one slot to a safetensors file with the model config in its metadata.
 
     Args:
@@ -119,8 +117,12 @@ def save_adapter(
         metadata: Extra string metadata (e.g. an MLflow run id).
     """
     cfg = model.config  # type: ignore[union-attr]
-    meta = {"format": FORMAT, "lora_rank": str(cfg.lora_rank), "lora_alpha": repr(float(cfg.lora_alpha)),
-            "config": json.dumps(cfg.to_dict())}
+    meta = {
+        "format": FORMAT,
+        "lora_rank": str(cfg.lora_rank),
+        "lora_alpha": repr(float(cfg.lora_alpha)),
+        "config": json.dumps(cfg.to_dict()),
+    }
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
     save_file(adapter_state(model, slot), str(path), metadata=meta)
 
@@ -140,9 +142,7 @@ def load_adapter(model: nn.Module, path: str | Path, slot: int) -> dict[str, str
         meta = dict(f.metadata() or {})
         state = {k: f.get_tensor(k) for k in f.keys()}
     if meta.get("format") != FORMAT:
-        raise ValueError(
-            f"{path} is not an adapter file: metadata format={meta.get('format')!r}, expected {FORMAT!r}"
-        )
+        raise ValueError(f"{path} is not an adapter file: metadata format={meta.get('format')!r}, expected {FORMAT!r}")
     rank, alpha = int(meta.get("lora_rank", -1)), float(meta.get("lora_alpha", "nan"))
     if rank != cfg.lora_rank or alpha != cfg.lora_alpha:
         raise ValueError(

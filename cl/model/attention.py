@@ -23,8 +23,14 @@ from cl.model.rope import apply_rope
 
 
 def attention_mask(
-    key_valid: torch.Tensor | None, *, tq: int, tk: int, offset: int, causal: bool,
-    window: int | None, device: torch.device | str | None = None,
+    key_valid: torch.Tensor | None,
+    *,
+    tq: int,
+    tk: int,
+    offset: int,
+    causal: bool,
+    window: int | None,
+    device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor | None, bool]:
     """Build the attention mask for ``tq`` queries at key indices ``offset .. offset + tq - 1``.
 
@@ -74,8 +80,14 @@ class Attention(nn.Module):
 
         def proj(target: str) -> LoRALinear:
             rank = cfg.lora_rank if cfg.has_lora(target) else 0
-            return LoRALinear(cfg.d_model, cfg.d_model, n_slots=cfg.n_adapter_slots, rank=rank,
-                              alpha=cfg.lora_alpha, init_std=cfg.init_std)
+            return LoRALinear(
+                cfg.d_model,
+                cfg.d_model,
+                n_slots=cfg.n_adapter_slots,
+                rank=rank,
+                alpha=cfg.lora_alpha,
+                init_std=cfg.init_std,
+            )
 
         self.q, self.k, self.v, self.o = proj("q"), proj("k"), proj("v"), proj("o")
 

@@ -109,7 +109,9 @@ def load_base_weights(model: MoETransformer, path: str | Path) -> None:
     extra = sorted(set(weights) - set(own))
     shapes = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
     if missing or extra or shapes:
-        raise ValueError(f"model.base_weights: {path} does not fit [model] (preset, n_features, n_labels): "
-                         f"{len(missing)} tensors missing, {len(extra)} unexpected, {len(shapes)} of another shape; "
-                         "train a base with this [model] or set the [model] it was trained with")  # fmt: skip
+        raise ValueError(
+            f"model.base_weights: {path} does not fit [model] (preset, n_features, n_labels): "
+            f"{len(missing)} tensors missing, {len(extra)} unexpected, {len(shapes)} of another shape; "
+            "train a base with this [model] or set the [model] it was trained with"
+        )
     _install_base_state(model, weights)

@@ -22,8 +22,14 @@ class KVCache:
     """
 
     def __init__(
-        self, n_layers: int, batch_size: int, n_heads: int, head_dim: int, max_len: int,
-        device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_heads: int,
+        head_dim: int,
+        max_len: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         shape = (n_layers, batch_size, n_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)  # (layers, B, H, S, hd)
@@ -37,6 +43,6 @@ class KVCache:
     def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``k, v: (B, H, T, hd)`` after the cached ones; return all ``(B, H, length + T, hd)``."""
         end = self.length + k.shape[2]
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]

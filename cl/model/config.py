@@ -23,7 +23,15 @@ from typing import Any, Literal
 from cl.model.tokenizer import ByteTokenizer
 
 LORA_TARGETS: tuple[str, ...] = (
-    "q", "k", "v", "o", "router", "experts", "shared_expert", "classify", "lm",
+    "q",
+    "k",
+    "v",
+    "o",
+    "router",
+    "experts",
+    "shared_expert",
+    "classify",
+    "lm",
 )
 """Every layer a LoRA adapter can be attached to."""
 
@@ -166,20 +174,47 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},
     # A laptop / small-GPU model.
     "small": dict(
-        d_model=256, n_layers=4, n_heads=4, n_experts=8, top_k=2, d_ff=256,
-        max_seq_len=512, n_features=32, lora_rank=4, lora_alpha=8.0,
+        d_model=256,
+        n_layers=4,
+        n_heads=4,
+        n_experts=8,
+        top_k=2,
+        d_ff=256,
+        max_seq_len=512,
+        n_features=32,
+        lora_rank=4,
+        lora_alpha=8.0,
     ),
     # One data-centre GPU.
     "base": dict(
-        d_model=768, n_layers=12, n_heads=12, n_experts=16, top_k=2, d_ff=768,
-        max_seq_len=2048, sliding_window=1024, n_features=64, lora_rank=8,
-        lora_alpha=16.0, n_adapter_slots=8,
+        d_model=768,
+        n_layers=12,
+        n_heads=12,
+        n_experts=16,
+        top_k=2,
+        d_ff=768,
+        max_seq_len=2048,
+        sliding_window=1024,
+        n_features=64,
+        lora_rank=8,
+        lora_alpha=16.0,
+        n_adapter_slots=8,
     ),
     # Several GPUs or int8 experts.
     "large": dict(
-        d_model=1024, n_layers=24, n_heads=16, n_experts=64, top_k=6, d_ff=512,
-        max_seq_len=4096, sliding_window=2048, n_features=64, lora_rank=8,
-        lora_alpha=16.0, n_adapter_slots=8, int8_experts=True,
+        d_model=1024,
+        n_layers=24,
+        n_heads=16,
+        n_experts=64,
+        top_k=6,
+        d_ff=512,
+        max_seq_len=4096,
+        sliding_window=2048,
+        n_features=64,
+        lora_rank=8,
+        lora_alpha=16.0,
+        n_adapter_slots=8,
+        int8_experts=True,
     ),
 }
 
@@ -195,23 +230,29 @@ def _positive_int(cfg: ModelConfig, name: str, minimum: int = 1) -> list[str]:
 
 def _problems(cfg: ModelConfig) -> list[str]:  # noqa: C901 - a flat list of checks reads best
     p: list[str] = []
-    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_experts", "top_k",
-                 "d_ff", "max_seq_len", "n_labels", "n_adapter_slots"):
+    for name in (
+        "vocab_size",
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "n_experts",
+        "top_k",
+        "d_ff",
+        "max_seq_len",
+        "n_labels",
+        "n_adapter_slots",
+    ):
         p += _positive_int(cfg, name)
     for name in ("n_features", "lora_rank"):
         p += _positive_int(cfg, name, minimum=0)
     bad = {line.split("=", 1)[0] for line in p}  # fields already reported
     if "vocab_size" not in bad and cfg.vocab_size < ByteTokenizer.vocab_size:
         p.append(
-            f"vocab_size={cfg.vocab_size} cannot hold the byte tokenizer; "
-            f"use vocab_size >= {ByteTokenizer.vocab_size}"
+            f"vocab_size={cfg.vocab_size} cannot hold the byte tokenizer; use vocab_size >= {ByteTokenizer.vocab_size}"
         )
     if not bad & {"d_model", "n_heads"}:
         if cfg.d_model % cfg.n_heads:
-            p.append(
-                f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}; "
-                f"pick n_heads dividing d_model"
-            )
+            p.append(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}; pick n_heads dividing d_model")
         elif (cfg.d_model // cfg.n_heads) % 2:
             p.append(
                 f"head_dim=d_model/n_heads={cfg.d_model // cfg.n_heads} is odd; RoPE needs an even "
@@ -220,8 +261,7 @@ def _problems(cfg: ModelConfig) -> list[str]:  # noqa: C901 - a flat list of che
     if not bad & {"top_k", "n_experts"} and cfg.top_k > cfg.n_experts:
         p.append(f"top_k={cfg.top_k} exceeds n_experts={cfg.n_experts}; use top_k <= n_experts")
     if cfg.sliding_window is not None and (
-        isinstance(cfg.sliding_window, bool) or not isinstance(cfg.sliding_window, int)
-        or cfg.sliding_window < 1
+        isinstance(cfg.sliding_window, bool) or not isinstance(cfg.sliding_window, int) or cfg.sliding_window < 1
     ):
         p.append(f"sliding_window={cfg.sliding_window!r} must be None or an int >= 1")
     if cfg.pool not in ("cls", "mean"):

@@ -67,9 +67,7 @@ class MoE(nn.Module):
         """Whether the routed expert weights are stored as int8."""
         return self.w13_scale is not None
 
-    def forward(
-        self, x: torch.Tensor, ids: torch.Tensor | None, valid: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ids: torch.Tensor | None, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Mix each token's top-k experts (and the shared expert).
 
         Args:
@@ -85,8 +83,14 @@ class MoE(nn.Module):
         if ids is not None and self.a13 is not None:
             lora = ExpertLoRA(ids, self.a13, self.b13, self.a2, self.b2, self.lora_scale)
         out = moe_experts(
-            x, self.w13, self.w2, weights, experts,
-            w13_scale=self.w13_scale, w2_scale=self.w2_scale, lora=lora,
+            x,
+            self.w13,
+            self.w2,
+            weights,
+            experts,
+            w13_scale=self.w13_scale,
+            w2_scale=self.w2_scale,
+            lora=lora,
         )  # (N, d)
         if self.shared is not None:
             out = out + self.shared(x, ids)

@@ -39,8 +39,11 @@ class Router(nn.Module):
         self.rate = float(cfg.balance_rate)
         self.auto = cfg.balance_auto
         self.proj = LoRALinear(
-            cfg.d_model, cfg.n_experts, n_slots=cfg.n_adapter_slots,
-            rank=cfg.lora_rank if cfg.has_lora("router") else 0, alpha=cfg.lora_alpha,
+            cfg.d_model,
+            cfg.n_experts,
+            n_slots=cfg.n_adapter_slots,
+            rank=cfg.lora_rank if cfg.has_lora("router") else 0,
+            alpha=cfg.lora_alpha,
             init_std=cfg.init_std,
         )
         rows = cfg.n_adapter_slots + 1
@@ -54,8 +57,13 @@ class Router(nn.Module):
 
     # Bookkeeping stays in full precision whatever dtype the model is cast to: balance steps
     # of 1e-3 vanish in bfloat16, and so do token counts above 256.
-    _KEEP_DTYPE = {"balance_bias": torch.float32, "_pending": torch.float32,
-                   "_load": torch.float64, "_entropy": torch.float64, "_tokens": torch.float64}
+    _KEEP_DTYPE = {
+        "balance_bias": torch.float32,
+        "_pending": torch.float32,
+        "_load": torch.float64,
+        "_entropy": torch.float64,
+        "_tokens": torch.float64,
+    }
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         kept = {name: self._buffers[name] for name in self._KEEP_DTYPE}
@@ -90,8 +98,11 @@ class Router(nn.Module):
 
     @torch.no_grad()
     def _record(
-        self, scores: torch.Tensor, experts: torch.Tensor,
-        ids: torch.Tensor | None, valid: torch.Tensor | None,
+        self,
+        scores: torch.Tensor,
+        experts: torch.Tensor,
+        ids: torch.Tensor | None,
+        valid: torch.Tensor | None,
     ) -> None:
         if valid is not None:
             scores, experts = scores[valid], experts[valid]  # (n, E), (n, k)
@@ -105,7 +116,8 @@ class Router(nn.Module):
         rows = torch.zeros_like(experts) if ids is None else (ids + 1)[:, None].expand_as(experts)
         self._pending.index_put_(
             (rows.reshape(-1), experts.reshape(-1)),
-            torch.ones(experts.numel(), device=experts.device), accumulate=True,
+            torch.ones(experts.numel(), device=experts.device),
+            accumulate=True,
         )
         if self.auto:
             self.update_balance()

@@ -113,7 +113,7 @@ class ByteTokenizer:
         for row, s in enumerate(seqs):
             if s:
                 if pad_side == "left":
-                    out[row, width - len(s):] = torch.tensor(s)
+                    out[row, width - len(s) :] = torch.tensor(s)
                 else:
                     out[row, : len(s)] = torch.tensor(s)
         return out

@@ -51,17 +51,22 @@ class MoETransformer(nn.Module):
         self.config = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         nn.init.normal_(self.tok_emb.weight, std=cfg.init_std)
-        self.features = (
-            FeatureTokenizer(cfg.n_features, cfg.d_model, cfg.init_std) if cfg.n_features else None
-        )
+        self.features = FeatureTokenizer(cfg.n_features, cfg.d_model, cfg.init_std) if cfg.n_features else None
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
 
         def head(target: str, n_out: int) -> LoRALinear:
             rank = cfg.lora_rank if cfg.has_lora(target) else 0
-            return LoRALinear(cfg.d_model, n_out, n_slots=cfg.n_adapter_slots, rank=rank,
-                              alpha=cfg.lora_alpha, bias=True, init_std=cfg.init_std)
+            return LoRALinear(
+                cfg.d_model,
+                n_out,
+                n_slots=cfg.n_adapter_slots,
+                rank=rank,
+                alpha=cfg.lora_alpha,
+                bias=True,
+                init_std=cfg.init_std,
+            )
 
         self.classify_head = head("classify", cfg.n_labels)
         self.lm_head = head("lm", cfg.vocab_size)
@@ -113,8 +118,7 @@ class MoETransformer(nn.Module):
         if (tokens is None) == (features is None):
             raise ValueError(
                 "pass exactly one of tokens= ((B, T) int64 ids) or features= "
-                f"((B, {cfg.n_features}) floats), got "
-                + ("both" if tokens is not None else "neither")
+                f"((B, {cfg.n_features}) floats), got " + ("both" if tokens is not None else "neither")
             )
         if cache is not None and (features is not None or head != "lm"):
             raise ValueError("cache= only works with tokens= and head='lm' (generation)")
@@ -132,13 +136,18 @@ class MoETransformer(nn.Module):
 
         key_valid = valid
         if cache is not None:
-            cache.valid[:, offset:offset + T] = valid
-            key_valid = cache.valid[:, :offset + T]  # (B, Tk)
+            cache.valid[:, offset : offset + T] = valid
+            key_valid = cache.valid[:, : offset + T]  # (B, Tk)
         if key_valid is not None and bool(key_valid.all()):
             key_valid = None
         mask, is_causal = attention_mask(
-            key_valid, tq=T, tk=offset + T, offset=offset, causal=head == "lm",
-            window=None if features is not None else cfg.sliding_window, device=x.device,
+            key_valid,
+            tq=T,
+            tk=offset + T,
+            offset=offset,
+            causal=head == "lm",
+            window=None if features is not None else cfg.sliding_window,
+            device=x.device,
         )
         for block in self.blocks:
             x = block(x, tok_ids, valid, mask, is_causal, rope, cache)  # (B, T, d)
@@ -191,8 +200,9 @@ class MoETransformer(nn.Module):
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for ``batch_size`` rows and up to ``max_len`` (default max_seq_len) tokens."""
         cfg = self.config
-        return KVCache(cfg.n_layers, batch_size, cfg.n_heads, cfg.head_dim,
-                       max_len or cfg.max_seq_len, self.device, self.dtype)
+        return KVCache(
+            cfg.n_layers, batch_size, cfg.n_heads, cfg.head_dim, max_len or cfg.max_seq_len, self.device, self.dtype
+        )
 
     def generate(
         self,
@@ -213,9 +223,16 @@ class MoETransformer(nn.Module):
             ``(B, T + n)`` prompts and ``n <= max_new_tokens`` new tokens.
         """
         return generate(
-            self, tokens, max_new_tokens=max_new_tokens, adapter_ids=adapter_ids,
-            temperature=temperature, top_p=top_p, seed=seed, generator=generator,
-            stop_at_eos=stop_at_eos, use_cache=use_cache,
+            self,
+            tokens,
+            max_new_tokens=max_new_tokens,
+            adapter_ids=adapter_ids,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            generator=generator,
+            stop_at_eos=stop_at_eos,
+            use_cache=use_cache,
         )
 
     # -- expert load ----------------------------------------------------------------------
@@ -287,4 +304,3 @@ class MoETransformer(nn.Module):
     def adapter_fraction(self) -> float:
         """Size of one adapter slot relative to the base parameter count."""
         return _adapters.adapter_fraction(self)
-

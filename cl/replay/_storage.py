@@ -45,8 +45,7 @@ def check_rng(rng: Any) -> np.random.Generator:
     """Return ``rng`` if it is a numpy Generator, else raise with the fix."""
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
-            f"rng must be a numpy.random.Generator, got {type(rng).__name__}; "
-            "pass numpy.random.default_rng(seed)"
+            f"rng must be a numpy.random.Generator, got {type(rng).__name__}; pass numpy.random.default_rng(seed)"
         )
     return rng
 

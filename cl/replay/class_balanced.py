@@ -105,9 +105,7 @@ class ClassBalancedBuffer(SlotStore):
 
     def _extra_state(self) -> dict[str, Any]:
         return {
-            "classes": [
-                [label, self._class_seen[label], list(slots)] for label, slots in self._class_slots.items()
-            ]
+            "classes": [[label, self._class_seen[label], list(slots)] for label, slots in self._class_slots.items()]
         }
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:

@@ -11,9 +11,7 @@ import numpy as np
 from cl.replay.base import ReplayBuffer
 
 
-def mix_batch(
-    new_examples: Sequence[Any], buffer: ReplayBuffer, ratio: float, rng: np.random.Generator
-) -> list[Any]:
+def mix_batch(new_examples: Sequence[Any], buffer: ReplayBuffer, ratio: float, rng: np.random.Generator) -> list[Any]:
     """Return the new examples followed by ``round(ratio * len(new_examples))`` replayed ones.
 
     ``ratio`` is replayed examples per new example: ``1.0`` makes half the batch

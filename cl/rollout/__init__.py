@@ -15,10 +15,10 @@ Public API:
 """
 
 from cl.rollout.assignment import StickyAssigner
-from cl.rollout.protocol import RolloutPolicy
 from cl.rollout.decision import ACTIONS, Decision
 from cl.rollout.fixed_interval import FixedIntervalPolicy
 from cl.rollout.policy import CanaryPolicy
+from cl.rollout.protocol import RolloutPolicy
 from cl.rollout.sequential import Comparison, MixtureSPRT
 from cl.rollout.simulate import Outcome, Scenario, simulate
 

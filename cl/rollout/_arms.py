@@ -32,8 +32,12 @@ class ArmStats:
 
     def summary(self) -> dict[str, Any]:
         """Counts and rates, for a decision's evidence."""
-        return {**asdict(self), "good_rate": self.good_rate, "negative_rate": self.negative_rate,
-                "error_rate": self.error_rate}  # fmt: skip
+        return {
+            **asdict(self),
+            "good_rate": self.good_rate,
+            "negative_rate": self.negative_rate,
+            "error_rate": self.error_rate,
+        }
 
 
 @dataclass
@@ -59,7 +63,6 @@ class Challenger:
         values = dict(values)
         values["stats"] = ArmStats(**values["stats"])
         return cls(**values)
-
 
 
 def check_version(name: str, version: Any) -> None:

@@ -30,8 +30,9 @@ class RolloutBase(ManualActions):
     kind: ClassVar[str] = ""
     _looks_on_clock = False  # whether decide() must look even when nothing was observed
 
-    def __init__(self, champion: str, config: RolloutConfig | None = None, *, rng: random.Random | None = None,
-                 now: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self, champion: str, config: RolloutConfig | None = None, *, rng: random.Random | None = None, now: float = 0.0
+    ) -> None:
         config = RolloutConfig() if config is None else config
         problems = config.problems()
         if problems:
@@ -102,8 +103,9 @@ class RolloutBase(ManualActions):
 
     # ---- the rollout ----------------------------------------------------------------
 
-    def start(self, challengers: str | Sequence[str], *, now: float, rollout_id: str | None = None,
-              replace: bool = False) -> list[Decision]:  # fmt: skip
+    def start(
+        self, challengers: str | Sequence[str], *, now: float, rollout_id: str | None = None, replace: bool = False
+    ) -> list[Decision]:
         """Begin a rollout: each challenger gets the first canary share (split evenly among them).
 
         Args:
@@ -127,12 +129,16 @@ class RolloutBase(ManualActions):
         for v in versions:
             check_version("challengers", v)
         if len(set(versions)) != len(versions) or self._champion in versions:
-            raise ValueError(f"challengers: {versions} must be distinct and differ from the champion {self._champion!r}")
+            raise ValueError(
+                f"challengers: {versions} must be distinct and differ from the champion {self._champion!r}"
+            )
         out: list[Decision] = []
         if self.active:
             if not replace:
-                raise ValueError(f"rollout {self._rollout_id!r} is in progress (challengers {list(self.challengers)}); "
-                                 "end it with promote() or rollback(), or pass replace=True")  # fmt: skip
+                raise ValueError(
+                    f"rollout {self._rollout_id!r} is in progress (challengers {list(self.challengers)}); "
+                    "end it with promote() or rollback(), or pass replace=True"
+                )
             out += self._retire_all(now, f"superseded by a rollout of {', '.join(versions)}")
             self._end_rollout()
         self._seq += 1
@@ -140,8 +146,9 @@ class RolloutBase(ManualActions):
         self._started_at = float(now)
         self._champion_stats = ArmStats()
         self._challengers = {v: Challenger(v, slot=i) for i, v in enumerate(versions)}
-        self._assigner = StickyAssigner(self._rollout_id, self._champion, versions,
-                                        memory=self.config.memory_users, rng=self._rng)  # fmt: skip
+        self._assigner = StickyAssigner(
+            self._rollout_id, self._champion, versions, memory=self.config.memory_users, rng=self._rng
+        )
         for c in self._challengers.values():
             c.weight = self._steps[0] / len(versions)
             self._on_step(c)
@@ -255,9 +262,17 @@ class RolloutBase(ManualActions):
         """Where each active challenger stands, as ``hold`` records (nothing is changed)."""
         if self._rollout_id is None:
             return [self._record("hold", self._champion, "no rollout in progress", now, {})]
-        return [self._record("hold", c.version, f"{c.version} at step {c.step + 1}/{len(self._steps)}: "
-                             "waiting for evidence", now, self._evidence(c))  # fmt: skip
-                for c in self._challengers.values() if c.status == ACTIVE]  # fmt: skip
+        return [
+            self._record(
+                "hold",
+                c.version,
+                f"{c.version} at step {c.step + 1}/{len(self._steps)}: waiting for evidence",
+                now,
+                self._evidence(c),
+            )
+            for c in self._challengers.values()
+            if c.status == ACTIVE
+        ]
 
     # ---- state ----------------------------------------------------------------------
 
@@ -288,7 +303,9 @@ class RolloutBase(ManualActions):
             ValueError: If the state is from another kind of policy or an unknown format.
         """
         if state.get("kind") != cls.kind:
-            raise ValueError(f"state is for a {state.get('kind')!r} policy, not {cls.kind!r}; use that class's from_dict")
+            raise ValueError(
+                f"state is for a {state.get('kind')!r} policy, not {cls.kind!r}; use that class's from_dict"
+            )
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"state format {state.get('format')!r} is unsupported; expected {STATE_FORMAT}")
         out = cls(state["champion"], RolloutConfig(**state["config"]), **state["options"])
@@ -338,14 +355,23 @@ class RolloutBase(ManualActions):
         """Rules that apply to every policy: serving errors and forgetting."""
         cfg, s = self.config, c.stats
         if s.requests >= cfg.error_min_requests and s.errors > cfg.max_error_rate * s.requests:
-            return ("rollback", f"serving error rate {s.error_rate:.1%} exceeds {cfg.max_error_rate:.1%} over "
-                    f"{s.requests} requests", {"rule": "error_rate", "max_error_rate": cfg.max_error_rate,
-                                               "error_min_requests": cfg.error_min_requests})  # fmt: skip
+            return (
+                "rollback",
+                f"serving error rate {s.error_rate:.1%} exceeds {cfg.max_error_rate:.1%} over {s.requests} requests",
+                {
+                    "rule": "error_rate",
+                    "max_error_rate": cfg.max_error_rate,
+                    "error_min_requests": cfg.error_min_requests,
+                },
+            )
         drop = self._eval_drop(c.version) if self._eval else None
         if drop is not None and drop > cfg.forgetting_max_drop:
-            return ("rollback", f"promotion blocked by the forgetting guard: eval score {self._eval[c.version]:.4g} is "
-                    f"{drop:.4g} below the champion's {self._eval[self._champion]:.4g} (bound {cfg.forgetting_max_drop:g})",
-                    {"rule": "forgetting", "eval": self._eval_evidence(c.version)})  # fmt: skip
+            return (
+                "rollback",
+                f"promotion blocked by the forgetting guard: eval score {self._eval[c.version]:.4g} is "
+                f"{drop:.4g} below the champion's {self._eval[self._champion]:.4g} (bound {cfg.forgetting_max_drop:g})",
+                {"rule": "forgetting", "eval": self._eval_evidence(c.version)},
+            )
         return None
 
     def _apply(self, c: Challenger, verdict: Verdict, now: float) -> list[Decision]:
@@ -358,9 +384,15 @@ class RolloutBase(ManualActions):
             return self._notice(c, "blocked", reason, now, evidence)
         cfg, s = self.config, c.stats
         if s.error_rate > cfg.max_error_rate:  # too few requests to roll back on, too many errors to advance
-            return self._notice(c, "blocked", f"step due but serving error rate {s.error_rate:.1%} exceeds "
-                                f"{cfg.max_error_rate:.1%} ({s.requests} requests, {cfg.error_min_requests} needed to "
-                                "roll back)", now, {"rule": "error_rate", **evidence})  # fmt: skip
+            return self._notice(
+                c,
+                "blocked",
+                f"step due but serving error rate {s.error_rate:.1%} exceeds "
+                f"{cfg.max_error_rate:.1%} ({s.requests} requests, {cfg.error_min_requests} needed to "
+                "roll back)",
+                now,
+                {"rule": "error_rate", **evidence},
+            )
         if c.step + 1 < len(self._steps):
             c.step += 1
             c.step_rated = 0
@@ -368,15 +400,27 @@ class RolloutBase(ManualActions):
             c.weight = self._steps[c.step] / len(self._challengers)
             self._apply_weights()
             self._on_step(c)
-            return [self._record("advance", c.version, f"{reason}; share -> {c.weight:g}", now,
-                                 {**evidence, **self._evidence(c)})]  # fmt: skip
+            return [
+                self._record(
+                    "advance", c.version, f"{reason}; share -> {c.weight:g}", now, {**evidence, **self._evidence(c)}
+                )
+            ]
         missing = [v for v in (self._champion, c.version) if v not in self._eval]
         if missing:
-            return self._notice(c, "needs_evaluation", f"promotion due; compute the eval-set score of "
-                                f"{', '.join(missing)} and call observe_eval()", now,
-                                {**evidence, "needs_evaluation": missing})  # fmt: skip
-        return self._change_champion(c.version, "promote", f"{reason}; passed the last canary step", now,
-                                     {**evidence, **self._evidence(c), "eval": self._eval_evidence(c.version)})
+            return self._notice(
+                c,
+                "needs_evaluation",
+                f"promotion due; compute the eval-set score of {', '.join(missing)} and call observe_eval()",
+                now,
+                {**evidence, "needs_evaluation": missing},
+            )
+        return self._change_champion(
+            c.version,
+            "promote",
+            f"{reason}; passed the last canary step",
+            now,
+            {**evidence, **self._evidence(c), "eval": self._eval_evidence(c.version)},
+        )
 
     def _notice(self, c: Challenger, action: str, reason: str, now: float, evidence: dict[str, Any]) -> list[Decision]:
         key = f"{action}:{c.step}:{evidence.get('rule', '')}"
@@ -385,8 +429,9 @@ class RolloutBase(ManualActions):
         c.notice = key
         return [self._record(action, c.version, reason, now, {**evidence, **self._evidence(c)})]
 
-    def _change_champion(self, version: str, action: str, reason: str, now: float,
-                         evidence: dict[str, Any]) -> list[Decision]:  # fmt: skip
+    def _change_champion(
+        self, version: str, action: str, reason: str, now: float, evidence: dict[str, Any]
+    ) -> list[Decision]:
         out: list[Decision] = []
         if self.active:
             if version in self._challengers:
@@ -430,9 +475,11 @@ class RolloutBase(ManualActions):
         return None
 
     def _eval_evidence(self, version: str) -> dict[str, Any]:
-        return {"challenger": self._eval.get(version), "champion": self._eval.get(self._champion),
-                "max_drop": self.config.forgetting_max_drop}  # fmt: skip
+        return {
+            "challenger": self._eval.get(version),
+            "champion": self._eval.get(self._champion),
+            "max_drop": self.config.forgetting_max_drop,
+        }
 
     def _record(self, action: str, version: str, reason: str, now: float, evidence: dict[str, Any]) -> Decision:
         return Decision(action, version, reason, {**evidence, "weights": self.weights}, float(now), self._rollout_id)
-

@@ -17,7 +17,8 @@ class ChampionHistory:
         self.current = champion
         self.previous: list[str] = []  # champions to roll back to, most recent last
         self.log: list[dict[str, Any]] = [
-            {"version": champion, "since": float(now), "action": "initial", "reason": "initial champion"}]  # fmt: skip
+            {"version": champion, "since": float(now), "action": "initial", "reason": "initial champion"}
+        ]
 
     def change(self, version: str, action: str, reason: str, now: float) -> str:
         """Make ``version`` the champion by ``action`` (promote or rollback); returns the old one.
@@ -29,11 +30,12 @@ class ChampionHistory:
         if action == "promote":
             self.previous.append(old)
         elif version in self.previous:
-            del self.previous[len(self.previous) - 1 - self.previous[::-1].index(version):]
+            del self.previous[len(self.previous) - 1 - self.previous[::-1].index(version) :]
         self.previous = self.previous[-HISTORY_LIMIT:]
         self.current = version
-        self.log = (self.log + [{"version": version, "since": float(now), "action": action,
-                                 "reason": reason}])[-HISTORY_LIMIT:]  # fmt: skip
+        self.log = (self.log + [{"version": version, "since": float(now), "action": action, "reason": reason}])[
+            -HISTORY_LIMIT:
+        ]
         return old
 
     def to_dict(self) -> dict[str, Any]:

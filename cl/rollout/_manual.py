@@ -42,15 +42,19 @@ class ManualActions:
             targets = [version]
         if targets == [self._champion]:
             if not self._champions.previous:
-                raise ValueError(f"champion {self._champion!r} has no previous champion to roll back to; "
-                                 "name a version with rollback_to(version)")  # fmt: skip
+                raise ValueError(
+                    f"champion {self._champion!r} has no previous champion to roll back to; "
+                    "name a version with rollback_to(version)"
+                )
             return self._change_champion(self._champions.previous[-1], "rollback", reason, now, {"manual": True})
         out: list[Decision] = []
         for v in targets:
             c = self._challengers.get(v)
             if c is None or c.status != ACTIVE:
-                raise ValueError(f"version {v!r} is neither the champion ({self._champion!r}) nor an active challenger "
-                                 f"({list(self.challengers)}); to make it the champion use rollback_to({v!r})")  # fmt: skip
+                raise ValueError(
+                    f"version {v!r} is neither the champion ({self._champion!r}) nor an active challenger "
+                    f"({list(self.challengers)}); to make it the champion use rollback_to({v!r})"
+                )
             out += self._apply(c, ("rollback", reason, {"rule": "manual"}), now)
         if not self.challengers:
             self._end_rollout()
@@ -67,8 +71,9 @@ class ManualActions:
             raise ValueError(f"version {version!r} is already the champion; roll back to another version")
         return self._change_champion(version, "rollback", reason, now, {"manual": True})
 
-    def set_traffic(self, version: str, weight: float, *, now: float,
-                    reason: str = "manual traffic change") -> list[Decision]:  # fmt: skip
+    def set_traffic(
+        self, version: str, weight: float, *, now: float, reason: str = "manual traffic change"
+    ) -> list[Decision]:
         """Set an active challenger's share by hand (0 pauses it); the champion takes the rest.
 
         Raises:
@@ -76,8 +81,11 @@ class ManualActions:
         """
         c = self._challengers.get(version)
         if c is None or c.status != ACTIVE:
-            hint = "the champion takes what challengers leave; set a challenger's share" if version == self._champion \
-                else f"active challengers are {list(self.challengers)}; start a rollout with it first"  # fmt: skip
+            hint = (
+                "the champion takes what challengers leave; set a challenger's share"
+                if version == self._champion
+                else f"active challengers are {list(self.challengers)}; start a rollout with it first"
+            )
             raise ValueError(f"set_traffic: {version!r} is not an active challenger; {hint}")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise ValueError(f"set_traffic: weight {weight!r} is not a share; use a number in [0, 1]")
@@ -89,5 +97,12 @@ class ManualActions:
             c.weight = old
             raise
         self._dirty = True
-        return [self._record("traffic", version, f"{reason}: share {old:g} -> {weight:g}", now,
-                             {"rule": "manual", "previous_weight": old})]  # fmt: skip
+        return [
+            self._record(
+                "traffic",
+                version,
+                f"{reason}: share {old:g} -> {weight:g}",
+                now,
+                {"rule": "manual", "previous_weight": old},
+            )
+        ]

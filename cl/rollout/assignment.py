@@ -59,8 +59,10 @@ class StickyAssigner:
     ) -> None:
         arms = [champion, *challengers]
         if any(not isinstance(a, str) or not a for a in arms) or len(set(arms)) != len(arms):
-            raise ValueError(f"arms must be distinct non-empty version strings, got champion={champion!r}, "
-                             f"challengers={list(challengers)!r}")  # fmt: skip
+            raise ValueError(
+                f"arms must be distinct non-empty version strings, got champion={champion!r}, "
+                f"challengers={list(challengers)!r}"
+            )
         if not isinstance(memory, int) or memory < 0:
             raise ValueError(f"memory must be an integer >= 0 (users to remember), got {memory!r}")
         self.rollout_id = str(rollout_id)
@@ -94,8 +96,9 @@ class StickyAssigner:
             raise ValueError(f"weights: unknown arm(s) {unknown}; this rollout's arms are {list(self._weights)}")
         missing = [v for v in self._weights if v not in weights]
         if missing:
-            raise ValueError(f"weights: missing arm(s) {missing}; give a share (0 or more) for every arm of "
-                             f"{list(self._weights)}")  # fmt: skip
+            raise ValueError(
+                f"weights: missing arm(s) {missing}; give a share (0 or more) for every arm of {list(self._weights)}"
+            )
         new = {}
         for version in self._weights:  # arm order, not the caller's
             w = weights[version]
@@ -104,13 +107,17 @@ class StickyAssigner:
             new[version] = float(w)
         total = sum(new.values())
         if abs(total - 1) > _WEIGHT_TOLERANCE:
-            raise ValueError(f"weights: shares sum to {total:.6g}, not 1; the champion takes what the challengers leave "
-                             f"(here {self.champion!r}: {max(0.0, 1 - (total - new[self.champion])):.6g})")  # fmt: skip
+            raise ValueError(
+                f"weights: shares sum to {total:.6g}, not 1; the champion takes what the challengers leave "
+                f"(here {self.champion!r}: {max(0.0, 1 - (total - new[self.champion])):.6g})"
+            )
         slot = 1 / len(self.challengers) if self.challengers else 1.0
         for version in self.challengers:
             if new[version] > slot + _WEIGHT_TOLERANCE:
-                raise ValueError(f"weights[{version!r}]: {new[version]:.6g} exceeds its slot {slot:.6g} "
-                                 f"(1 / {len(self.challengers)} challengers); lower it or roll a challenger back")  # fmt: skip
+                raise ValueError(
+                    f"weights[{version!r}]: {new[version]:.6g} exceeds its slot {slot:.6g} "
+                    f"(1 / {len(self.challengers)} challengers); lower it or roll a challenger back"
+                )
         # Only challengers lose their users (a rollback, a lowered share). The champion keeps
         # its remembered users even at share 0 (the last canary step): within a rollout a
         # user never changes arm, and the split governs the users not seen before.

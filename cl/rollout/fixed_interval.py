@@ -120,11 +120,19 @@ class FixedIntervalPolicy(RolloutBase):
         c.extra["window"] = dict(_WINDOW)
         evidence = {"rule": "fixed_interval", "check": check}
         if extra["failed"] >= self.max_failed_checks:
-            return ("rollback", f"{extra['failed']} failed checks (limit {self.max_failed_checks}): last interval's good "
-                    f"rate {rate:.3f} vs champion {champion_rate:.3f}", evidence)  # fmt: skip
+            return (
+                "rollback",
+                f"{extra['failed']} failed checks (limit {self.max_failed_checks}): last interval's good "
+                f"rate {rate:.3f} vs champion {champion_rate:.3f}",
+                evidence,
+            )
         if not failed and c.step_rated >= self.config.min_step_events:
-            return ("pass", f"check passed: good rate {rate:.3f} vs champion {champion_rate:.3f} "
-                    f"(fails below {champion_rate - self.min_drop:.3f})", evidence)  # fmt: skip
+            return (
+                "pass",
+                f"check passed: good rate {rate:.3f} vs champion {champion_rate:.3f} "
+                f"(fails below {champion_rate - self.min_drop:.3f})",
+                evidence,
+            )
         return None
 
     def _evidence(self, c: Challenger) -> dict[str, Any]:

@@ -63,8 +63,9 @@ class CanaryPolicy(RolloutBase):
 
     kind = "canary"
 
-    def __init__(self, champion: str, config: RolloutConfig | None = None, *, rng: random.Random | None = None,
-                 now: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self, champion: str, config: RolloutConfig | None = None, *, rng: random.Random | None = None, now: float = 0.0
+    ) -> None:
         super().__init__(champion, config, rng=rng, now=now)
         self.test = MixtureSPRT(alpha=self.config.alpha, mixing_sd=self.config.mixing_sd)
 
@@ -72,8 +73,9 @@ class CanaryPolicy(RolloutBase):
         """The sequential test's current look at ``version`` against the champion (None before data)."""
         c = self._challengers.get(version)
         if c is None:
-            raise ValueError(f"version {version!r} is not a challenger of the rollout; "
-                             f"challengers are {list(self._challengers)}")  # fmt: skip
+            raise ValueError(
+                f"version {version!r} is not a challenger of the rollout; challengers are {list(self._challengers)}"
+            )
         ch = self._champion_stats
         return self.test.compare(ch.good, ch.rated, c.stats.good, c.stats.rated)
 
@@ -86,18 +88,29 @@ class CanaryPolicy(RolloutBase):
             c.p_value = math.exp(-log_lr)
         tested = champ.rated >= cfg.min_events and s.rated >= cfg.min_events
         if tested and diff + radius < 0:
-            return ("rollback", f"rated worse than the champion with confidence: good rate {s.good_rate:.3f} vs "
-                    f"{champ.good_rate:.3f}, difference {diff:+.3f} in [{diff - radius:+.3f}, {diff + radius:+.3f}] "
-                    f"(always-valid, alpha {cfg.alpha:g})", {"rule": "worse"})  # fmt: skip
+            return (
+                "rollback",
+                f"rated worse than the champion with confidence: good rate {s.good_rate:.3f} vs "
+                f"{champ.good_rate:.3f}, difference {diff:+.3f} in [{diff - radius:+.3f}, {diff + radius:+.3f}] "
+                f"(always-valid, alpha {cfg.alpha:g})",
+                {"rule": "worse"},
+            )
         if s.rated >= cfg.negative_min_events and champ.rated >= cfg.min_events:
             excess = s.negative_rate - champ.negative_rate
             if excess > cfg.negative_margin:
-                return ("rollback", f"negative-rating rate {s.negative_rate:.3f} exceeds the champion's "
-                        f"{champ.negative_rate:.3f} by {excess:.3f} > {cfg.negative_margin:g}",
-                        {"rule": "negative_margin"})  # fmt: skip
+                return (
+                    "rollback",
+                    f"negative-rating rate {s.negative_rate:.3f} exceeds the champion's "
+                    f"{champ.negative_rate:.3f} by {excess:.3f} > {cfg.negative_margin:g}",
+                    {"rule": "negative_margin"},
+                )
         if tested and c.step_rated >= cfg.min_step_events and diff - radius > -cfg.noninferiority_margin:
-            return ("pass", f"not worse than the champion by {cfg.noninferiority_margin:g} or more, with confidence: "
-                    f"difference {diff:+.3f} in [{diff - radius:+.3f}, {diff + radius:+.3f}]", {"rule": "noninferiority"})
+            return (
+                "pass",
+                f"not worse than the champion by {cfg.noninferiority_margin:g} or more, with confidence: "
+                f"difference {diff:+.3f} in [{diff - radius:+.3f}, {diff + radius:+.3f}]",
+                {"rule": "noninferiority"},
+            )
         return None
 
     def _evidence(self, c: Challenger) -> dict[str, Any]:

@@ -30,8 +30,9 @@ class RolloutPolicy(Protocol):
 
     def assign(self, user_id: str | None = None) -> str: ...
 
-    def start(self, challengers: str | Sequence[str], *, now: float, rollout_id: str | None = None,
-              replace: bool = False) -> list[Decision]: ...  # fmt: skip
+    def start(
+        self, challengers: str | Sequence[str], *, now: float, rollout_id: str | None = None, replace: bool = False
+    ) -> list[Decision]: ...
 
     def observe(self, version: str, good: bool | int, *, negative: bool | None = None) -> bool: ...
 

@@ -89,7 +89,9 @@ class MixtureSPRT:
         object.__setattr__(self, "_tau2", self.mixing_sd * self.mixing_sd)
         object.__setattr__(self, "_two_log_alpha", 2 * math.log(1 / self.alpha))
 
-    def compare(self, champion_good: int, champion_n: int, challenger_good: int, challenger_n: int) -> Comparison | None:
+    def compare(
+        self, champion_good: int, champion_n: int, challenger_good: int, challenger_n: int
+    ) -> Comparison | None:
         """Look once at the counts so far; None until both arms have an event.
 
         Args:
@@ -122,8 +124,9 @@ class MixtureSPRT:
             p_value=math.exp(-log_lr) if log_lr > 0 else 1.0,
         )
 
-    def bounds(self, champion_good: int, champion_n: int, challenger_good: int,
-               challenger_n: int) -> tuple[float, float, float]:  # fmt: skip
+    def bounds(
+        self, champion_good: int, champion_n: int, challenger_good: int, challenger_n: int
+    ) -> tuple[float, float, float]:
         """The fast path of :meth:`compare` (no checks; both ``n`` positive): ``(diff, radius, log_lr)``."""
         pa = (champion_good + 1) / (champion_n + 2)
         pb = (challenger_good + 1) / (challenger_n + 2)

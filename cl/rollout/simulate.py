@@ -6,8 +6,8 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from cl.rollout.protocol import RolloutPolicy
 from cl.rollout.decision import Decision
+from cl.rollout.protocol import RolloutPolicy
 
 
 @dataclass(frozen=True)

@@ -75,8 +75,15 @@ class AuditTrail:
             fcntl.flock(f, fcntl.LOCK_EX)
             last = _last_line(f)
             prev = json.loads(last) if last else {"seq": 0, "hash": GENESIS}
-            record = {"seq": prev["seq"] + 1, "ts": time.time(), "action": action, "actor": actor,
-                      "outcome": outcome, "details": details or {}, "prev": prev["hash"]}  # fmt: skip
+            record = {
+                "seq": prev["seq"] + 1,
+                "ts": time.time(),
+                "action": action,
+                "actor": actor,
+                "outcome": outcome,
+                "details": details or {},
+                "prev": prev["hash"],
+            }
             record["hash"] = _chain_hash(prev["hash"], record)
             f.seek(0, os.SEEK_END)
             f.write((json.dumps(record, sort_keys=True) + "\n").encode())
@@ -106,7 +113,10 @@ class AuditTrail:
                 except json.JSONDecodeError:
                     return n, f"line {lineno} is not JSON"
                 if record.get("prev") != prev or record.get("seq") != n + 1:
-                    return n, f"line {lineno} (seq {record.get('seq')}) does not follow the record before it: a record was removed or inserted"
+                    return (
+                        n,
+                        f"line {lineno} (seq {record.get('seq')}) does not follow the record before it: a record was removed or inserted",
+                    )
                 if _chain_hash(prev, record) != record.get("hash"):
                     return n, f"line {lineno} (seq {record.get('seq')}) was changed after it was written"
                 prev, n = record["hash"], n + 1

@@ -122,19 +122,34 @@ class KeyRecord:
         now = time.time() if now is None else now
         if role is None:
             if self.status(now) != "active":
-                raise AuthError(403, "expired", f"every grant of key {self.key_id} ({self.name}) has expired; "
-                                "create a new key with `cl keys create`", self.key_id)  # fmt: skip
+                raise AuthError(
+                    403,
+                    "expired",
+                    f"every grant of key {self.key_id} ({self.name}) has expired; "
+                    "create a new key with `cl keys create`",
+                    self.key_id,
+                )
             return
         if self.allows(role, now):
             return
         lapsed = [g for g in self.grants if g.role in (role, "admin") and not g.active(now)]
         if lapsed:
-            raise AuthError(403, "expired", f"key {self.key_id} ({self.name}) had the '{role}' role until "
-                            f"{_when(max(g.expires_at or 0 for g in lapsed))}; create a new key with "
-                            f"`cl keys create --role {role}`", self.key_id)  # fmt: skip
+            raise AuthError(
+                403,
+                "expired",
+                f"key {self.key_id} ({self.name}) had the '{role}' role until "
+                f"{_when(max(g.expires_at or 0 for g in lapsed))}; create a new key with "
+                f"`cl keys create --role {role}`",
+                self.key_id,
+            )
         held = ", ".join(g.role for g in self.grants if g.active(now)) or "none"
-        raise AuthError(403, "no_role", f"key {self.key_id} ({self.name}) lacks the '{role}' role (it holds: {held}); "
-                        f"use a key made with `cl keys create --role {role}`", self.key_id)  # fmt: skip
+        raise AuthError(
+            403,
+            "no_role",
+            f"key {self.key_id} ({self.name}) lacks the '{role}' role (it holds: {held}); "
+            f"use a key made with `cl keys create --role {role}`",
+            self.key_id,
+        )
 
     def describe(self, now: float | None = None) -> dict:
         """Plain values for ``cl keys list`` (no hash)."""
@@ -199,19 +214,32 @@ class KeyStore:
             AuthError: 401 when the key is missing, malformed, unknown or revoked.
         """
         if not presented:
-            raise AuthError(401, "missing", "no API key; send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
-                            "(create one with `cl keys create`)")  # fmt: skip
+            raise AuthError(
+                401,
+                "missing",
+                "no API key; send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
+                "(create one with `cl keys create`)",
+            )
         match = _KEY.match(presented.strip())
         if not match:
-            raise AuthError(401, "malformed", "the API key is malformed; keys look like cl_<8 hex digits>_<secret>, "
-                            "as `cl keys create` prints them")  # fmt: skip
+            raise AuthError(
+                401,
+                "malformed",
+                "the API key is malformed; keys look like cl_<8 hex digits>_<secret>, as `cl keys create` prints them",
+            )
         key_id = match.group(1)
         record = self._records().get(key_id)
         if record is None or not hmac.compare_digest(record.key_sha256, _digest(presented.strip())):
-            raise AuthError(401, "unknown", "the API key is not valid; check it, or create one with `cl keys create`", key_id)
+            raise AuthError(
+                401, "unknown", "the API key is not valid; check it, or create one with `cl keys create`", key_id
+            )
         if record.revoked_at is not None:
-            raise AuthError(401, "revoked", f"key {key_id} ({record.name}) was revoked at {_when(record.revoked_at)}; "
-                            "ask an admin for a new key", key_id)  # fmt: skip
+            raise AuthError(
+                401,
+                "revoked",
+                f"key {key_id} ({record.name}) was revoked at {_when(record.revoked_at)}; ask an admin for a new key",
+                key_id,
+            )
         return record
 
     # -- writing -------------------------------------------------------------------------

@@ -63,9 +63,7 @@ class AdapterCache:
         on_evict: Callable[[str, int], None] | None = None,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(
-                f"capacity={capacity!r} is not a slot count; use an int >= 1 (serve.adapter_cache_size)"
-            )
+            raise ValueError(f"capacity={capacity!r} is not a slot count; use an int >= 1 (serve.adapter_cache_size)")
         self.capacity = capacity
         self.install = install
         self.on_evict = on_evict

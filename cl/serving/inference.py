@@ -149,8 +149,7 @@ def _check_text(field: str, text: object, limits: Limits) -> int:
     if len(text) > limits.max_text_chars:
         raise InputError(
             field,
-            f"{len(text)} characters exceeds the limit of {limits.max_text_chars} "
-            "(serve.max_text_chars); shorten it",
+            f"{len(text)} characters exceeds the limit of {limits.max_text_chars} (serve.max_text_chars); shorten it",
         )
     return len(text.encode("utf-8")) + 1  # BOS + one token per UTF-8 byte
 
@@ -252,8 +251,11 @@ def predict_batch(model: MoETransformer, items: Sequence[PredictItem]) -> list[P
     text_rows = [i for i, it in enumerate(items) if it.features is None]
     with torch.inference_mode():
         if feature_rows:
-            x = torch.tensor([list(map(float, items[i].features)) for i in feature_rows],  # type: ignore[arg-type]
-                             dtype=model.dtype, device=model.device)  # (B, F)
+            x = torch.tensor(
+                [list(map(float, items[i].features)) for i in feature_rows],  # type: ignore[arg-type]
+                dtype=model.dtype,
+                device=model.device,
+            )  # (B, F)
             ids = _adapter_ids([items[i].slot for i in feature_rows], model.device)
             _fill(out, feature_rows, model(features=x, adapter_ids=ids, head="classify"))
         if text_rows:
@@ -313,7 +315,7 @@ def generate_batch(model: MoETransformer, items: Sequence[GenerateItem]) -> list
                 top_p=float(first.top_p),
                 seed=first.seed if first.temperature > 0 else None,
             )  # (B, T + n)
-            new = seq[:, tokens.shape[1]:].cpu()  # (B, n)
+            new = seq[:, tokens.shape[1] :].cpu()  # (B, n)
             for row, ids in zip(rows, new):
                 out[row] = _TOKENIZER.decode(ids)
     return out

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cl.serving.adapter_cache import AdapterCache
 from cl.model import ModelConfig, MoETransformer
 from cl.model.adapters import banked_tensors
+from cl.serving.adapter_cache import AdapterCache
 
 __all__ = ["Measure", "ProfileRow", "format_table", "mixed_adapter_ids", "profile_model"]
 
@@ -177,13 +177,40 @@ def profile_model(
         tokens = torch.randint(0, 256, (b, seq_len), generator=g).to(dev)  # (B, T) bytes, no padding
         ids = mixed_adapter_ids(b, slots[:b], seed).to(dev)  # (B,)
         with torch.inference_mode():
-            fwd = _measure(lambda: model(tokens=tokens, adapter_ids=ids, head="classify"), b * seq_len, b,
-                           iters, warmup, dev, lambda i: tick(f"batch {b}: forward {i}/{iters}"))
-            gen = _measure(lambda: model.generate(tokens, max_new_tokens=new_tokens, adapter_ids=ids,
-                                                  stop_at_eos=False), b * new_tokens, b,
-                           iters, warmup, dev, lambda i: tick(f"batch {b}: generate {i}/{iters}"))
-        rows.append(ProfileRow(b, seq_len, new_tokens, len(set(ids.tolist()) - {-1}), iters, warmup, str(dev),
-                               torch.get_num_threads(), parameters, memory, fwd, gen))
+            fwd = _measure(
+                lambda: model(tokens=tokens, adapter_ids=ids, head="classify"),
+                b * seq_len,
+                b,
+                iters,
+                warmup,
+                dev,
+                lambda i: tick(f"batch {b}: forward {i}/{iters}"),
+            )
+            gen = _measure(
+                lambda: model.generate(tokens, max_new_tokens=new_tokens, adapter_ids=ids, stop_at_eos=False),
+                b * new_tokens,
+                b,
+                iters,
+                warmup,
+                dev,
+                lambda i: tick(f"batch {b}: generate {i}/{iters}"),
+            )
+        rows.append(
+            ProfileRow(
+                b,
+                seq_len,
+                new_tokens,
+                len(set(ids.tolist()) - {-1}),
+                iters,
+                warmup,
+                str(dev),
+                torch.get_num_threads(),
+                parameters,
+                memory,
+                fwd,
+                gen,
+            )
+        )
     return rows
 
 
@@ -193,14 +220,25 @@ def format_table(rows: Sequence[ProfileRow]) -> str:
     lines = [f"{'':>5}  {'forward (classify)':<{len(cols)}}  generate (lm)", f"{'batch':>5}  {cols}  {cols}"]
     lines.append("-" * len(lines[1]))
     for r in rows:
-        cells = [f"{m.p50_ms:>8.2f} / {m.p95_ms:>8.2f} / {m.p99_ms:>8.2f} {m.tokens_per_s:>10,.0f} "
-                 f"{m.rows_per_s:>8,.1f} {m.peak_memory_mb:>8.1f}" for m in (r.forward, r.generate)]  # fmt: skip
+        cells = [
+            f"{m.p50_ms:>8.2f} / {m.p95_ms:>8.2f} / {m.p99_ms:>8.2f} {m.tokens_per_s:>10,.0f} "
+            f"{m.rows_per_s:>8,.1f} {m.peak_memory_mb:>8.1f}"
+            for m in (r.forward, r.generate)
+        ]
         lines.append(f"{r.batch_size:>5}  " + "  ".join(cells))
     return "\n".join(lines)
 
 
-def _check(cfg: ModelConfig, batch_sizes: Sequence[int], seq_len: int, new_tokens: int, adapters: int,
-           iters: int, warmup: int, device: str) -> None:  # fmt: skip
+def _check(
+    cfg: ModelConfig,
+    batch_sizes: Sequence[int],
+    seq_len: int,
+    new_tokens: int,
+    adapters: int,
+    iters: int,
+    warmup: int,
+    device: str,
+) -> None:
     def count(name: str, value: object, minimum: int) -> list[str]:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
         return [] if ok else [f"{name}={value!r}: give an int >= {minimum}"]
@@ -211,11 +249,14 @@ def _check(cfg: ModelConfig, batch_sizes: Sequence[int], seq_len: int, new_token
     p += count("seq_len", seq_len, 1) + count("new_tokens", new_tokens, 1) + count("adapters", adapters, 0)
     p += count("iters", iters, 1) + count("warmup", warmup, 0)
     if not p and seq_len + 1 > cfg.max_seq_len:
-        p.append(f"seq_len={seq_len}: classify adds a CLS token and max_seq_len={cfg.max_seq_len}; "
-                 f"give seq_len <= {cfg.max_seq_len - 1}")
+        p.append(
+            f"seq_len={seq_len}: classify adds a CLS token and max_seq_len={cfg.max_seq_len}; "
+            f"give seq_len <= {cfg.max_seq_len - 1}"
+        )
     if not p and seq_len + new_tokens > cfg.max_seq_len:
-        p.append(f"seq_len={seq_len} + new_tokens={new_tokens} exceeds max_seq_len={cfg.max_seq_len}; "
-                 "shorten one of them")
+        p.append(
+            f"seq_len={seq_len} + new_tokens={new_tokens} exceeds max_seq_len={cfg.max_seq_len}; shorten one of them"
+        )
     if adapters and cfg.lora_rank == 0:
         p.append(f"adapters={adapters} but the model has lora_rank=0 (no adapters); use adapters=0")
     kind = device.split(":")[0]
@@ -237,16 +278,24 @@ def _build(cfg: ModelConfig, adapters: int, seed: int, dev: torch.device) -> tup
         trained = {k for k, t in banked_tensors(model).items() if isinstance(t, torch.nn.Parameter)}
 
         def load(version: str) -> dict[str, torch.Tensor]:  # a made-up trained adapter: A and B non-zero
-            return {k: torch.randn_like(t) * cfg.init_std if k in trained else t
-                    for k, t in model.adapter_state(0).items()}  # fmt: skip
+            return {
+                k: torch.randn_like(t) * cfg.init_std if k in trained else t for k, t in model.adapter_state(0).items()
+            }
 
         cache = AdapterCache(cfg.n_adapter_slots, install=model.load_adapter_state)
         slots = cache.assign([str(v) for v in range(1, adapters + 1)], load)
     return model.to(dev), list(slots.values())
 
 
-def _measure(call: Callable[[], object], tokens: int, rows: int, iters: int, warmup: int,
-             dev: torch.device, tick: Callable[[int], None]) -> Measure:  # fmt: skip
+def _measure(
+    call: Callable[[], object],
+    tokens: int,
+    rows: int,
+    iters: int,
+    warmup: int,
+    dev: torch.device,
+    tick: Callable[[int], None],
+) -> Measure:
     """Time ``call``; throughputs count ``tokens`` and ``rows`` per call."""
     cuda = dev.type == "cuda"
     for _ in range(warmup):

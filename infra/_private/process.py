@@ -51,7 +51,9 @@ def read_pid(pid_file: Path) -> int | None:
     return pid
 
 
-def start_detached(argv: Sequence[str], log_file: Path, pid_file: Path, env: dict | None = None, cwd: Path | None = None) -> int:
+def start_detached(
+    argv: Sequence[str], log_file: Path, pid_file: Path, env: dict | None = None, cwd: Path | None = None
+) -> int:
     """Run ``argv`` in its own session (so it outlives the CLI), output appended to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:

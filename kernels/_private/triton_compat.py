@@ -34,7 +34,15 @@ except Exception:  # ImportError, or a broken install that fails on import
     HAS_TRITON = False
 
 __all__ = [
-    "HAS_TRITON", "cdiv", "check_launch_device", "interpreting", "lazy_jit", "next_pow2", "scratch", "tl", "triton"
+    "HAS_TRITON",
+    "cdiv",
+    "check_launch_device",
+    "interpreting",
+    "lazy_jit",
+    "next_pow2",
+    "scratch",
+    "tl",
+    "triton",
 ]
 
 _INTERPRETER_DTYPES = (torch.float32, torch.float16)

@@ -67,7 +67,9 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def _refusal(status: int, type_: str, field: str, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+def _refusal(
+    status: int, type_: str, field: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     entry = {"type": type_, "loc": ["header", field], "field": field, "msg": message, **extra}
     return JSONResponse(status_code=status, content={"detail": [entry]}, headers=headers)
 
@@ -103,7 +105,9 @@ class Access:
         self.rate_per_s = config.auth.feedback_rate_per_s
         self.announce = announce
         self.refused = 0
-        self._last_recorded: dict[tuple[str, str, str], tuple[float, int]] = {}  # (reason, actor, path) -> (at, unrecorded since)
+        self._last_recorded: dict[
+            tuple[str, str, str], tuple[float, int]
+        ] = {}  # (reason, actor, path) -> (at, unrecorded since)
 
     async def admit(self, request: Request, role: str | None) -> Caller | JSONResponse:
         """The caller if it may act as ``role`` (None: any valid key), else the refusal to return."""
@@ -115,18 +119,29 @@ class Access:
                 key = self.keys.authenticate(_presented_key(request))
                 key.check(role)
             except AuthError as e:
-                await self._refused(request, e.status, e.reason, str(e), actor=f"key:{e.key_id}" if e.key_id else f"client:{client}")
+                await self._refused(
+                    request, e.status, e.reason, str(e), actor=f"key:{e.key_id}" if e.key_id else f"client:{client}"
+                )
                 headers = {"WWW-Authenticate": 'Bearer realm="cl"'} if e.status == 401 else None
                 return _refusal(e.status, e.reason, "Authorization", str(e), headers, role=role)
             caller = Caller(actor=f"key:{key.key_id} ({key.name})", key=key)
         if role == "feedback":
             wait = self.feedback_limiter.take(caller.rate_key, time.monotonic())
             if wait > 0:
-                message = (f"more than {self.rate_per_s:g} feedback events per second from this key "
-                           f"(auth.feedback_rate_per_s); retry after {wait:.2f} s")  # fmt: skip
+                message = (
+                    f"more than {self.rate_per_s:g} feedback events per second from this key "
+                    f"(auth.feedback_rate_per_s); retry after {wait:.2f} s"
+                )
                 await self._refused(request, 429, "rate_limited", message, actor=caller.actor)
-                return _refusal(429, "rate_limited", "Authorization", message, {"Retry-After": str(math.ceil(wait))},
-                                limit="auth.feedback_rate_per_s", value=self.rate_per_s)  # fmt: skip
+                return _refusal(
+                    429,
+                    "rate_limited",
+                    "Authorization",
+                    message,
+                    {"Retry-After": str(math.ceil(wait))},
+                    limit="auth.feedback_rate_per_s",
+                    value=self.rate_per_s,
+                )
         return caller
 
     async def _refused(self, request: Request, status: int, reason: str, message: str, actor: str) -> None:
@@ -140,9 +155,16 @@ class Access:
         if len(self._last_recorded) > 10_000:
             self._last_recorded.clear()
         self._last_recorded[seen] = (now, 0)
-        details = {"method": request.method, "path": request.url.path, "status": status, "message": message,
-                   "also_refused_since_last_record": unrecorded}  # fmt: skip
-        await self.record("auth_failed" if status in (401, 403) else "rate_limited", actor, f"{status} {reason}", details)
+        details = {
+            "method": request.method,
+            "path": request.url.path,
+            "status": status,
+            "message": message,
+            "also_refused_since_last_record": unrecorded,
+        }
+        await self.record(
+            "auth_failed" if status in (401, 403) else "rate_limited", actor, f"{status} {reason}", details
+        )
 
     async def record(self, action: str, actor: str, outcome: str, details: dict[str, Any]) -> None:
         """Append to the audit trail and announce it; a failure is logged, never raised."""

@@ -26,10 +26,18 @@ class _TooLarge(Exception):
 
 
 def _body(size: str, limit: int) -> bytes:
-    message = (f"the request body is {size}, over the limit of {limit} bytes (serve.max_body_bytes); "
-               "send less, e.g. shorter text")  # fmt: skip
-    entry = {"type": "body_too_large", "loc": ["body"], "field": "", "msg": message,
-             "limit": "serve.max_body_bytes", "value": limit}  # fmt: skip
+    message = (
+        f"the request body is {size}, over the limit of {limit} bytes (serve.max_body_bytes); "
+        "send less, e.g. shorter text"
+    )
+    entry = {
+        "type": "body_too_large",
+        "loc": ["body"],
+        "field": "",
+        "msg": message,
+        "limit": "serve.max_body_bytes",
+        "value": limit,
+    }
     return json.dumps({"detail": [entry]}).encode()
 
 
@@ -77,7 +85,10 @@ class BodyLimit:
     @staticmethod
     async def _refuse(send: Any, size: str, limit: int) -> None:
         body = _body(size, limit)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]  # fmt: skip
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

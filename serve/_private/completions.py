@@ -32,8 +32,17 @@ from cl.serving.inference import GenerateItem, InputError
 from serve._private.errors import field_error
 from serve.schemas import CompletionChoice, CompletionRequest, CompletionResponse, CompletionUsage
 
-__all__ = ["Job", "ServedAs", "cut_at_stop", "error_response", "openai_error", "pinned_version", "plan", "respond",
-           "with_openai_error"]
+__all__ = [
+    "Job",
+    "ServedAs",
+    "cut_at_stop",
+    "error_response",
+    "openai_error",
+    "pinned_version",
+    "plan",
+    "respond",
+    "with_openai_error",
+]
 
 ROUTED_NAMES = ("cl", "default")
 FIELD_NAMES = {"max_new_tokens": "max_tokens"}  # what the generation checks call a field -> the OpenAI name
@@ -75,8 +84,11 @@ def pinned_version(body: CompletionRequest, model_name: str) -> str | None:
     version = model.split(":", 1)[1] if model.startswith(f"{model_name}:") else model
     if version == BASE_VERSION or version.isdigit():
         return version
-    raise InputError("model", f"unknown model {model!r}; use {model_name!r} (as routed), 'base', or a version number "
-                              f"such as '{model_name}:7' (GET /v1/models lists them)")  # fmt: skip
+    raise InputError(
+        "model",
+        f"unknown model {model!r}; use {model_name!r} (as routed), 'base', or a version number "
+        f"such as '{model_name}:7' (GET /v1/models lists them)",
+    )
 
 
 def plan(body: CompletionRequest) -> list[Job]:
@@ -86,8 +98,9 @@ def plan(body: CompletionRequest) -> list[Job]:
     for i, prompt in enumerate(prompts):
         for j in range(body.n):
             seed = None if body.seed is None else body.seed + i * body.n + j
-            item = GenerateItem(prompt=prompt, max_new_tokens=body.max_tokens, temperature=body.temperature,
-                                top_p=body.top_p, seed=seed)  # fmt: skip
+            item = GenerateItem(
+                prompt=prompt, max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, seed=seed
+            )
             jobs.append(Job(prompt, item))
     return jobs
 
@@ -99,8 +112,9 @@ def cut_at_stop(text: str, stop: str | list[str] | None) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-def respond(body: CompletionRequest, jobs: list[Job], texts: list[str], request_ids: list[str],
-            served: ServedAs) -> CompletionResponse:  # fmt: skip
+def respond(
+    body: CompletionRequest, jobs: list[Job], texts: list[str], request_ids: list[str], served: ServedAs
+) -> CompletionResponse:
     """The ``text_completion`` answer: ``texts[i]`` is job ``i``'s raw generation."""
     choices, completion_tokens = [], 0
     for index, (job, raw, request_id) in enumerate(zip(jobs, texts, request_ids)):
@@ -108,16 +122,22 @@ def respond(body: CompletionRequest, jobs: list[Job], texts: list[str], request_
         n_tokens = len(text.encode("utf-8"))
         completion_tokens += n_tokens
         length = not stopped and len(raw.encode("utf-8")) >= job.item.max_new_tokens
-        choices.append(CompletionChoice(text=text, index=index, finish_reason="length" if length else "stop",
-                                        request_id=request_id))  # fmt: skip
+        choices.append(
+            CompletionChoice(
+                text=text, index=index, finish_reason="length" if length else "stop", request_id=request_id
+            )
+        )
     prompt_tokens = sum(len(p.encode("utf-8")) + 1 for p in dict.fromkeys(j.prompt for j in jobs))  # + BOS each
     return CompletionResponse(
         id=request_ids[0],
         created=int(time.time()),
         model=f"{served.model_name}:{served.version}",
         choices=choices,
-        usage=CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                              total_tokens=prompt_tokens + completion_tokens),  # fmt: skip
+        usage=CompletionUsage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
         model_version=served.version,
         arm=served.arm,
     )

@@ -69,8 +69,14 @@ def validation_error_response(path: str, exc: RequestValidationError) -> JSONRes
         if e.get("type") == "json_invalid":
             where = f" at character {loc[1]}" if len(loc) > 1 else ""
             error = (e.get("ctx") or {}).get("error", "")
-            detail.append({"type": "json_invalid", "loc": ["body"], "field": "",
-                           "msg": f"the body is not valid JSON{where} ({error}); send one JSON object"})
+            detail.append(
+                {
+                    "type": "json_invalid",
+                    "loc": ["body"],
+                    "field": "",
+                    "msg": f"the body is not valid JSON{where} ({error}); send one JSON object",
+                }
+            )
             continue
         if e.get("type") == "model_attributes_type" and not where:
             msg = "the body must be one JSON object (with Content-Type: application/json)"

@@ -39,9 +39,11 @@ class IngressMetrics:
             "cl_requests", "Answered requests.", tag_keys=("endpoint", "version", "arm", "status")
         )
         self.latency = metrics.Histogram(
-            "cl_request_latency_ms", "Time from receiving a request to answering it.",
-            boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("endpoint", "version", "arm"),
-        )  # fmt: skip
+            "cl_request_latency_ms",
+            "Time from receiving a request to answering it.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=("endpoint", "version", "arm"),
+        )
         self.feedback = metrics.Counter("cl_feedback", "Feedback posted over HTTP.", tag_keys=("outcome",))
 
     def answered(self, endpoint: str, version: str | None, arm: str | None, status: int, seconds: float) -> None:
@@ -55,10 +57,21 @@ class IngressMetrics:
         self.feedback.inc(1, tags={"outcome": outcome})
 
 
-MEASURED = {"/v1/predict": "predict", "/v1/generate": "generate", "/v1/completions": "completions",
-            "/v1/feedback": "feedback"}  # fmt: skip
-FEEDBACK_OUTCOMES = {202: "accepted", 401: "unauthorized", 403: "forbidden", 413: "too_large", 422: "invalid",
-                     429: "rate_limited", 503: "unavailable"}  # fmt: skip
+MEASURED = {
+    "/v1/predict": "predict",
+    "/v1/generate": "generate",
+    "/v1/completions": "completions",
+    "/v1/feedback": "feedback",
+}
+FEEDBACK_OUTCOMES = {
+    202: "accepted",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "too_large",
+    422: "invalid",
+    429: "rate_limited",
+    503: "unavailable",
+}
 _ingress: list[IngressMetrics] = []  # made on first use, in the ingress replica's process
 
 
@@ -106,13 +119,15 @@ class ReplicaMetrics:
         self.loads = metrics.Counter("cl_adapter_loads", "Adapter versions loaded into slots.")
         self.evictions = metrics.Counter("cl_adapter_evictions", "Adapter versions evicted from slots.")
         self.expert_share = metrics.Gauge(
-            "cl_expert_load_share", "Share of routed tokens per expert since the last report.",
+            "cl_expert_load_share",
+            "Share of routed tokens per expert since the last report.",
             tag_keys=("layer", "expert"),
-        )  # fmt: skip
+        )
         self.expert_violation = metrics.Gauge(
-            "cl_expert_load_max_violation", "Max expert load / mean load - 1 since the last report (0 = even).",
+            "cl_expert_load_max_violation",
+            "Max expert load / mean load - 1 since the last report (0 = even).",
             tag_keys=("layer",),
-        )  # fmt: skip
+        )
         self._last_load: dict[str, tuple[float, list[float]]] = {}
 
     def batch(self, method: str, size: int) -> None:

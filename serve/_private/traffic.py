@@ -45,8 +45,11 @@ class TrafficRouter:
             if rollout_id is None:
                 self._assigner = None
                 return
-            same = self._assigner is not None and self._assigner.rollout_id == rollout_id and \
-                self._assigner.challengers == tuple(routing["challengers"])
+            same = (
+                self._assigner is not None
+                and self._assigner.rollout_id == rollout_id
+                and self._assigner.challengers == tuple(routing["challengers"])
+            )
             if not same:
                 self._assigner = StickyAssigner(rollout_id, self.champion, routing["challengers"], memory=self.memory)
             self._assigner.set_weights(routing["weights"])

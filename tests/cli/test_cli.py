@@ -19,7 +19,14 @@ def _isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CL_") and k != "RAY_ADDRESS"}
     env.update(CL_STATE_DIR=str(tmp_path / "state"), CL_CACHE_DIR=str(REPO / ".cache"))
-    for key in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "MLFLOW_PORT", "RAY_PORT", "RAY_DASHBOARD_PORT", "RAY_METRICS_PORT"):
+    for key in (
+        "KAFKA_PORT",
+        "KAFKA_CONTROLLER_PORT",
+        "MLFLOW_PORT",
+        "RAY_PORT",
+        "RAY_DASHBOARD_PORT",
+        "RAY_METRICS_PORT",
+    ):
         env[f"CL_{key}"] = str(free_port())
     env.update(extra)
     return env

@@ -50,8 +50,13 @@ def live(stack, tmp_path_factory) -> Live:
     values["mlflow"]["model_name"] = f"sdk{tag}-adapter"
     values["kafka"]["topic_prefix"] = f"sdk{tag}"
     values["serve"].update(replicas=1, replica_num_cpus=0.5)
-    values["auth"].update(enabled=True, keys_file=str(folder / "keys.json"), audit_file=str(folder / "audit.jsonl"),
-                          feedback_rate_per_s=FEEDBACK_RATE_PER_S, feedback_burst=FEEDBACK_BURST)  # fmt: skip
+    values["auth"].update(
+        enabled=True,
+        keys_file=str(folder / "keys.json"),
+        audit_file=str(folder / "audit.jsonl"),
+        feedback_rate_per_s=FEEDBACK_RATE_PER_S,
+        feedback_burst=FEEDBACK_BURST,
+    )
     config = Config.from_dict(values)
     KafkaBroker(config).create_topics()
     store = KeyStore(config.keys_path)

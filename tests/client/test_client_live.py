@@ -32,8 +32,9 @@ def test_predict_feedback_and_versions(live):
 def test_async_predict_and_generate(live):
     async def main():
         async with AsyncClient(live.url, api_key=live.keys["user"]) as client:
-            by_text, by_features = await asyncio.gather(client.predict(text="great service"),
-                                                        client.predict(features=live.features()))  # fmt: skip
+            by_text, by_features = await asyncio.gather(
+                client.predict(text="great service"), client.predict(features=live.features())
+            )
             first = await client.generate("hello", max_new_tokens=5)
             again = await client.generate("hello", max_new_tokens=5)
         return by_text, by_features, first, again
@@ -81,8 +82,11 @@ def test_feedback_over_the_rate_is_waited_out_then_raised_without_retries(live):
         served = client.predict(features=live.features())
         receipts = [client.feedback(served.request_id, rating=4) for _ in range(FEEDBACK_BURST + 1)]
     assert len({r.event_id for r in receipts}) == FEEDBACK_BURST + 1
-    refused = [r for r in AuditTrail(live.config.audit_path).read()
-               if r["action"] == "rate_limited" and r["actor"].startswith(f"key:{key_id}")]  # fmt: skip
+    refused = [
+        r
+        for r in AuditTrail(live.config.audit_path).read()
+        if r["action"] == "rate_limited" and r["actor"].startswith(f"key:{key_id}")
+    ]
     assert refused, "the last feedback should have been refused once (429) and retried"
     with Client(live.url, api_key=key, retries=0) as client, pytest.raises(RateLimited) as caught:
         for _ in range(4 * FEEDBACK_BURST):

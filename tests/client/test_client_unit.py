@@ -82,8 +82,11 @@ def _async_client(script: Script, **kw) -> AsyncClient:
 
 
 def test_feedback_retried_after_503_sends_one_event_id(waits):
-    script = Script(httpx.Response(503), httpx.Response(503), lambda r: httpx.Response(
-        202, json={"event_id": json.loads(r.content)["event_id"], "request_id": "r1"}))
+    script = Script(
+        httpx.Response(503),
+        httpx.Response(503),
+        lambda r: httpx.Response(202, json={"event_id": json.loads(r.content)["event_id"], "request_id": "r1"}),
+    )
     with _client(script, backoff_s=0.2) as client:
         receipt = client.feedback("r1", thumbs="up", user_id="u1")
     sent = script.bodies()
@@ -156,11 +159,19 @@ def test_connection_failures_are_retried_then_raised_as_unreachable(waits):
     assert "http://cl.test" in str(err) and "CL_URL" in str(err)
 
 
-@pytest.mark.parametrize(("status", "kind", "field"), [
-    (401, AuthError, "Authorization"), (403, AuthError, "Authorization"), (422, InvalidInput, "features"),
-    (413, InvalidInput, ""), (429, RateLimited, "Authorization"), (409, ServiceError, "serve.serve_new_versions"),
-    (404, ServiceError, ""), (500, ServiceError, ""),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "kind", "field"),
+    [
+        (401, AuthError, "Authorization"),
+        (403, AuthError, "Authorization"),
+        (422, InvalidInput, "features"),
+        (413, InvalidInput, ""),
+        (429, RateLimited, "Authorization"),
+        (409, ServiceError, "serve.serve_new_versions"),
+        (404, ServiceError, ""),
+        (500, ServiceError, ""),
+    ],
+)
 def test_other_errors_are_raised_at_once_as_their_kind(waits, status, kind, field):
     body = _detail(field, f"the server's words for {status}") if field else {"detail": f"words for {status}"}
     script = Script(httpx.Response(status, json=body, headers={"Retry-After": "1"}))
@@ -214,12 +225,24 @@ def test_bad_settings_name_the_fix():
 
 
 def test_versions_joins_models_and_rollout_into_typed_answers():
-    models = {"model_name": "m", "base_version": "b1", "aliases": {"champion": "2"}, "serving": ["2"],
-              "versions": [{"version": "2", "aliases": ["champion"], "tags": {"reason": "drift"}, "created_ms": 5}],
-              "replicas": [{"replica_id": "x", "current_version": "2", "loaded_versions": ["1", "2"],
-                            "reported_s_ago": 0.5}], "added_later": True}  # fmt: skip
-    rollout = {"enabled": True, "active": True, "champion": "2", "challengers": ["3"], "weights": {"3": 0.1},
-               "rollout_id": "r7", "explain": [{"action": "hold", "version": "3", "reason": "waiting"}]}  # fmt: skip
+    models = {
+        "model_name": "m",
+        "base_version": "b1",
+        "aliases": {"champion": "2"},
+        "serving": ["2"],
+        "versions": [{"version": "2", "aliases": ["champion"], "tags": {"reason": "drift"}, "created_ms": 5}],
+        "replicas": [{"replica_id": "x", "current_version": "2", "loaded_versions": ["1", "2"], "reported_s_ago": 0.5}],
+        "added_later": True,
+    }
+    rollout = {
+        "enabled": True,
+        "active": True,
+        "champion": "2",
+        "challengers": ["3"],
+        "weights": {"3": 0.1},
+        "rollout_id": "r7",
+        "explain": [{"action": "hold", "version": "3", "reason": "waiting"}],
+    }
     answers = {"/v1/models": models, "/v1/rollout": rollout}
     script = Script(lambda r: httpx.Response(200, json=answers[r.url.path]))
     with _client(script) as client:
@@ -240,8 +263,11 @@ def test_versions_joins_models_and_rollout_into_typed_answers():
 
 def test_async_client_retries_with_one_event_id_and_raises_the_same_errors(waits):
     async def main() -> None:
-        script = Script(httpx.Response(503, headers={"Retry-After": "2"}), httpx.ReadTimeout("slow"),
-                        httpx.Response(202, json=RECEIPT))  # fmt: skip
+        script = Script(
+            httpx.Response(503, headers={"Retry-After": "2"}),
+            httpx.ReadTimeout("slow"),
+            httpx.Response(202, json=RECEIPT),
+        )
         async with _async_client(script) as client:
             await client.feedback("r1", label=2)
         assert len({b["event_id"] for b in script.bodies()}) == 1 and len(script.requests) == 3
@@ -267,13 +293,19 @@ def test_async_docs_are_the_sync_docs():
 def test_the_package_imports_only_the_standard_library_and_httpx():
     for path in PACKAGE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])  # fmt: skip
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            )
             for name in names:
                 top = name.split(".")[0]
                 assert top in sys.stdlib_module_names or top == "httpx" or name.startswith("cl.client"), (path, name)
-    code = "import sys, cl.client; print(sorted(m for m in ('torch', 'ray', 'serve', 'pydantic', 'numpy', 'mlflow', " \
-           "'kafka', 'fastapi', 'cl.config', 'cl.events') if m in sys.modules))"  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=PACKAGE.parents[1]).stdout  # fmt: skip
+    code = (
+        "import sys, cl.client; print(sorted(m for m in ('torch', 'ray', 'serve', 'pydantic', 'numpy', 'mlflow', "
+        "'kafka', 'fastapi', 'cl.config', 'cl.events') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parents[1]
+    ).stdout
     assert out.strip() == "[]"

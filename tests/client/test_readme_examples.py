@@ -19,7 +19,7 @@ def python_blocks(text: str, section: str) -> list[str]:
     assert heading, f"README.md has no heading {section!r}"
     level = len(heading.group(1))
     end = re.compile(rf"^#{{1,{level}}} ", flags=re.MULTILINE).search(text, heading.end())
-    body = text[heading.end():end.start() if end else len(text)]
+    body = text[heading.end() : end.start() if end else len(text)]
     return re.findall(r"^```python\n(.*?)^```", body, flags=re.MULTILINE | re.DOTALL)
 
 

@@ -15,7 +15,11 @@ def test_defaults_give_a_local_setup():
     assert cfg.ray.dashboard_url == "http://127.0.0.1:8265"
     assert cfg.mlflow.model_name == "cl-adapter"
     assert [cfg.topics.requests, cfg.topics.feedback, cfg.topics.dlq, cfg.topics.events] == [
-        "cl.requests", "cl.feedback", "cl.feedback.dlq", "cl.events"]  # fmt: skip
+        "cl.requests",
+        "cl.feedback",
+        "cl.feedback.dlq",
+        "cl.events",
+    ]
 
 
 def test_file_then_environment_precedence(tmp_path: Path):
@@ -32,7 +36,11 @@ def test_file_then_environment_precedence(tmp_path: Path):
 def test_existing_services_are_used_not_started():
     cfg = load_config(
         path=None,
-        env={"CL_KAFKA_BOOTSTRAP": "k1:9092,k2:9092", "CL_MLFLOW_URI": "http://mlflow:5000", "RAY_ADDRESS": "http://head:8265"},
+        env={
+            "CL_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+            "CL_MLFLOW_URI": "http://mlflow:5000",
+            "RAY_ADDRESS": "http://head:8265",
+        },
     )
     assert not (cfg.kafka.managed or cfg.mlflow.managed or cfg.ray.managed)
     assert cfg.kafka.bootstrap_servers == "k1:9092,k2:9092"

@@ -81,8 +81,9 @@ def test_always_fire_has_no_delay_and_the_most_false_alarms(quick):
             table, column = stable, "false alarms / 10k"
         always = table[spec.label, "always fire"]
         assert always[column] == 10_000.0
-        others = [row[column] for (stream, name), row in table.items()
-                  if stream == spec.label and name != "always fire"]
+        others = [
+            row[column] for (stream, name), row in table.items() if stream == spec.label and name != "always fire"
+        ]
         assert max(others) < always[column]
         if spec.shifting:
             assert always["median delay"] == 0.0 and always["missed fraction"] == 0.0
@@ -114,4 +115,6 @@ def test_quick_result_writes_a_report(quick, tmp_path):
     text = write_report(quick, tmp_path).read_text()
     assert "## Goals" not in text and "## Stable streams: false alarms" in text
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "detector_calibration-delays.png", "detector_calibration-tradeoff.png"]
+        "detector_calibration-delays.png",
+        "detector_calibration-tradeoff.png",
+    ]

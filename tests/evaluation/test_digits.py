@@ -96,4 +96,7 @@ def test_quick_result_writes_a_report(quick, tmp_path):
     text = write_report(quick, tmp_path).read_text()
     assert "## Goals" in text and "## Split digits (class-incremental)" in text
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "digits-accuracy.png", "digits-permuted_matrices.png", "digits-split_matrices.png"]
+        "digits-accuracy.png",
+        "digits-permuted_matrices.png",
+        "digits-split_matrices.png",
+    ]

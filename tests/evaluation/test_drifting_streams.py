@@ -94,7 +94,7 @@ def test_sliding_accuracy_matches_a_loop():
     rng = np.random.default_rng(0)
     correct = rng.random(97) < 0.7
     got = sliding_accuracy(correct, 10)
-    want = [correct[max(0, i - 9):i + 1].mean() for i in range(len(correct))]
+    want = [correct[max(0, i - 9) : i + 1].mean() for i in range(len(correct))]
     assert np.allclose(got, want)
 
 
@@ -123,8 +123,14 @@ def test_every_event_went_through_kafka_and_was_scored_once(quick_result):
     for r in rows:
         n = r["events"]
         assert n == result.settings["streams"][r["stream"].lower()]["events"]
-        for key in ("requests produced", "feedback produced", "requests consumed", "feedback consumed",
-                    "examples joined", "scored once"):  # fmt: skip
+        for key in (
+            "requests produced",
+            "feedback produced",
+            "requests consumed",
+            "feedback consumed",
+            "examples joined",
+            "scored once",
+        ):
             assert r[key] == n, (r["stream"], key, r[key])
         assert r["scored twice or more"] == r["duplicates"] == r["unjoined"] == 0
         # The served label and the learner's own pre-step prediction come from the same adapter state.

@@ -19,19 +19,38 @@ def test_cl_report_plots_versions_drifts_promotions_and_rollbacks(stack, stack_e
     tag = uuid.uuid4().hex[:6]
     env = {**stack_environ, "CL_KAFKA_TOPIC_PREFIX": f"rep{tag}", "CL_MLFLOW_MODEL_NAME": f"rep{tag}-adapter"}
     values = stack.to_dict()
-    values["kafka"]["topic_prefix"], values["mlflow"]["model_name"] = env["CL_KAFKA_TOPIC_PREFIX"], env["CL_MLFLOW_MODEL_NAME"]
+    values["kafka"]["topic_prefix"], values["mlflow"]["model_name"] = (
+        env["CL_KAFKA_TOPIC_PREFIX"],
+        env["CL_MLFLOW_MODEL_NAME"],
+    )
     config = Config.from_dict(values)
     KafkaBroker(config).create_topics()
     name = config.mlflow.model_name
-    events = [LifecycleEvent(type="version_published", ts=100.0 + i,
-                             payload={"version": str(i + 1), "model_name": name,
-                                      "metrics": {"served_error_rate": 0.5 - 0.1 * i, "prequential_accuracy": 0.4, "events_seen": 200.0 * (i + 1)}})
-              for i in range(3)]  # fmt: skip
+    events = [
+        LifecycleEvent(
+            type="version_published",
+            ts=100.0 + i,
+            payload={
+                "version": str(i + 1),
+                "model_name": name,
+                "metrics": {
+                    "served_error_rate": 0.5 - 0.1 * i,
+                    "prequential_accuracy": 0.4,
+                    "events_seen": 200.0 * (i + 1),
+                },
+            },
+        )
+        for i in range(3)
+    ]
     events += [
         LifecycleEvent(type="version_published", ts=101.5, payload={"version": "7", "model_name": "another-model"}),
         LifecycleEvent(type="drift_detected", ts=101.2, payload={"events_seen": 250}),
         LifecycleEvent(type="promoted", ts=102.5, payload={"version": "2", "model_name": name, "reason": "better"}),
-        LifecycleEvent(type="rolled_back", ts=102.8, payload={"version": "3", "model_name": name, "reason": "worse, with confidence"}),
+        LifecycleEvent(
+            type="rolled_back",
+            ts=102.8,
+            payload={"version": "3", "model_name": name, "reason": "worse, with confidence"},
+        ),
     ]
     producer = EventProducer(config.kafka.bootstrap_servers)
     for e in events:

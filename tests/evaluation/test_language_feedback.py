@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from cl.model.base_model import build_base_model
 from cl.config import ModelSection
 from cl.evaluation import _rule_task as task
 from cl.evaluation import language_feedback as lf
 from cl.evaluation.result import ProtocolResult
 from cl.learning.example import check_example
+from cl.model.base_model import build_base_model
 from cl.model.generation import generate
 from cl.model.tokenizer import ByteTokenizer
 
@@ -46,7 +46,13 @@ def test_rules_flip_for_family_a_only_and_come_back():
 def test_judge_wants_the_exact_answer():
     learn = task.default_phases(1, 1, 1)[0]
     assert [task.judge("a0>", out, learn) for out in ("3", " 3", "3 ", "33", "", "\ufffd")] == [
-        True, False, False, False, False, False]  # fmt: skip
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_prompts_round_trip_and_bad_ones_are_named():
@@ -78,16 +84,19 @@ def test_a_phase_lists_all_its_problems():
 
 def test_sliding_rate_matches_a_direct_window_mean():
     thumbs = np.random.default_rng(0).random(50) < 0.3
-    expected = [thumbs[max(0, i - 6):i + 1].mean() for i in range(50)]
+    expected = [thumbs[max(0, i - 6) : i + 1].mean() for i in range(50)]
     assert np.allclose(lf.sliding_rate(thumbs, 7), expected)
-    assert np.allclose(lf.sliding_rate(thumbs[:5], 7), [thumbs[:i + 1].mean() for i in range(5)])
+    assert np.allclose(lf.sliding_rate(thumbs[:5], 7), [thumbs[: i + 1].mean() for i in range(5)])
 
 
 def test_phase_rates_split_at_the_phase_boundaries():
     phases = task.default_phases(4, 2, 3)
     rates = lf.phase_rates([1, 0, 0, 1, 0, 0, 1, 1, 1], phases, window=2)
-    assert rates == [{"all": 0.5, "first": 0.5, "last": 0.5}, {"all": 0.0, "first": 0.0, "last": 0.0},
-                     {"all": 1.0, "first": 1.0, "last": 1.0}]  # fmt: skip
+    assert rates == [
+        {"all": 0.5, "first": 0.5, "last": 0.5},
+        {"all": 0.0, "first": 0.0, "last": 0.0},
+        {"all": 1.0, "first": 1.0, "last": 1.0},
+    ]
 
 
 # ---- serving and examples -----------------------------------------------------------------
@@ -101,11 +110,11 @@ def test_the_alphabet_policy_serves_only_digits_and_is_seeded(one_thread):
     one = generate(policy, prompts, max_new_tokens=2, adapter_ids=slot0, temperature=1.0, seed=3)
     two = generate(policy, prompts, max_new_tokens=2, adapter_ids=slot0, temperature=1.0, seed=3)
     assert torch.equal(one, two)
-    new = one[:, prompts.shape[1]:]
+    new = one[:, prompts.shape[1] :]
     assert set(new.flatten().tolist()) <= set(task.ALPHABET.encode())
     assert len(set(new[:, 0].tolist())) > 3  # a random base at temperature 1 explores
     unmasked = generate(model, prompts, max_new_tokens=2, adapter_ids=slot0, temperature=1.0, seed=3)
-    assert not set(unmasked[:, prompts.shape[1]:].flatten().tolist()) <= set(task.ALPHABET.encode())
+    assert not set(unmasked[:, prompts.shape[1] :].flatten().tolist()) <= set(task.ALPHABET.encode())
     with pytest.raises(ValueError, match="single-byte"):
         lf.AlphabetPolicy(model, "é")
 
@@ -116,10 +125,15 @@ def test_examples_are_thumbs_or_thumbs_up_as_corrections():
     assert sft.ups_only and kto.preference_loss == "kto"
     prefs = lf._examples(kto, prompts, outputs, thumbs, first=10)
     assert [(e.event_id, e.signal, e.text, e.served_text, e.desirable) for e in prefs] == [
-        ("e10", "thumbs", "a1>", "3", True), ("e11", "thumbs", "b2>", "4", False), ("e12", "thumbs", "a3>", "3", True)]
+        ("e10", "thumbs", "a1>", "3", True),
+        ("e11", "thumbs", "b2>", "4", False),
+        ("e12", "thumbs", "a3>", "3", True),
+    ]
     ups = lf._examples(sft, prompts, outputs, thumbs, first=10)
     assert [(e.event_id, e.signal, e.correction) for e in ups] == [
-        ("e10", "correction", "3"), ("e12", "correction", "3")]  # thumbs-down dropped
+        ("e10", "correction", "3"),
+        ("e12", "correction", "3"),
+    ]  # thumbs-down dropped
     config = build_base_model(ModelSection(seed=0)).config
     assert all(e.kind == "generate" and check_example(e, config) is None for e in prefs + ups)
 
@@ -156,7 +170,11 @@ def _rows(result: ProtocolResult, starts: str) -> dict[str, dict]:
 
 def test_quick_run_has_its_tables_figure_and_settings(quick):
     assert (quick.name, quick.title, quick.quick, quick.goals) == (
-        "language_feedback", "Language feedback (tiny MoE LM, rule-based judge)", True, [])
+        "language_feedback",
+        "Language feedback (tiny MoE LM, rule-based judge)",
+        True,
+        [],
+    )
     assert len(quick.tables) == 4 and all(len(t.rows) == len(lf.METHODS) for t in quick.tables)  # one seed
     assert [f.stem for f in quick.figures] == ["positive_rate", "positive_rate_per_seed"]
     axes = quick.figures[0].figure.axes

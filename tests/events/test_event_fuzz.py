@@ -12,12 +12,33 @@ from hypothesis import strategies as st
 from cl.events import EVENT_MODELS, EventError, parse_event
 
 MODELS = list(EVENT_MODELS.values())
-FIELDS = ["request_id", "kind", "input", "output", "model_version", "arm", "user_id", "label", "thumbs", "rating",
-          "correction", "event_id", "ts", "schema_version", "features", "text", "type", "payload", "reason"]  # fmt: skip
+FIELDS = [
+    "request_id",
+    "kind",
+    "input",
+    "output",
+    "model_version",
+    "arm",
+    "user_id",
+    "label",
+    "thumbs",
+    "rating",
+    "correction",
+    "event_id",
+    "ts",
+    "schema_version",
+    "features",
+    "text",
+    "type",
+    "payload",
+    "reason",
+]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), inner, max_size=5)
+    ),
     max_leaves=20,
 )
 objects = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8)

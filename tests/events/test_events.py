@@ -267,9 +267,7 @@ def test_lifecycle_events():
     event = LifecycleEvent(type="promoted", payload={"version": "8", "previous": "7", "metrics": {"err": 0.1}})
     assert parse_event(LifecycleEvent, event.to_bytes()) == event
     assert LifecycleEvent(type="drift_detected").payload == {}
-    assert {"version_published", "drift_detected", "promoted", "rolled_back", "traffic_changed"} <= set(
-        LIFECYCLE_TYPES
-    )
+    assert {"version_published", "drift_detected", "promoted", "rolled_back", "traffic_changed"} <= set(LIFECYCLE_TYPES)
     (error,) = errors_of(LifecycleEvent, '{"type": "promotd"}')
     assert error["field"] == "type" and "'promoted'" in error["message"]
     with pytest.raises(ValidationError):

@@ -61,11 +61,20 @@ def produce_pairs(config: Config, users: SimulatedUsers, n: int, producer: Event
     producer = producer or EventProducer(config.kafka.bootstrap_servers)
     for _ in range(n):
         x = users.query()
-        request = RequestEvent(request_id=uuid.uuid4().hex, kind="predict", input={"features": x},
-                               output={"label": 0}, model_version="base", arm="champion")  # fmt: skip
+        request = RequestEvent(
+            request_id=uuid.uuid4().hex,
+            kind="predict",
+            input={"features": x},
+            output={"label": 0},
+            model_version="base",
+            arm="champion",
+        )
         producer.send(config.topics.requests, request, key=request.request_id)
-        producer.send(config.topics.feedback, FeedbackEvent(request_id=request.request_id, label=users.truth(x)),
-                      key=request.request_id)  # fmt: skip
+        producer.send(
+            config.topics.feedback,
+            FeedbackEvent(request_id=request.request_id, label=users.truth(x)),
+            key=request.request_id,
+        )
     producer.flush()
     if own:
         producer.close()
@@ -137,7 +146,11 @@ class FeedbackClient:
                 if served.status_code != 200:
                     self.predict_failures.append(served.text[:200])
                     continue
-                body = {"request_id": served.json()["request_id"], "label": self.users.truth(x), "event_id": uuid.uuid4().hex}
+                body = {
+                    "request_id": served.json()["request_id"],
+                    "label": self.users.truth(x),
+                    "event_id": uuid.uuid4().hex,
+                }
                 while True:  # a rating the user gave is retried until it is accepted
                     answer = client.post("/v1/feedback", json=body)
                     if answer.status_code == 202:
@@ -167,8 +180,10 @@ def test_a_kafka_restart_under_load_loses_no_accepted_feedback_and_learns_none_t
         wait_for(lambda: len(feedback.accepted) >= before_outage + 40, "40 accepted ratings after the restart", 180)
     finally:
         client.join(timeout_s=60)
-    print(f"kafka restart: down {outage_s:.0f} s; {len(feedback.accepted)} ratings accepted ({before_outage} before the stop), "
-          f"{feedback.retried_503} answers were 503 and retried")  # fmt: skip
+    print(
+        f"kafka restart: down {outage_s:.0f} s; {len(feedback.accepted)} ratings accepted ({before_outage} before the stop), "
+        f"{feedback.retried_503} answers were 503 and retried"
+    )
     assert not feedback.predict_failures, feedback.predict_failures[:3]
 
     loop = FeedbackLoop(config, limits=LoopLimits(idle_exit_s=5, max_runtime_s=240), say=print)
@@ -201,8 +216,12 @@ def run_learner_until(config: Config, failpoint: str, config_file: Path) -> None
     config_file.write_text(config.to_toml())
     env = {k: v for k, v in os.environ.items() if not k.startswith("CL_")}  # only the file's settings
     env.update(CL_CONFIG=str(config_file), CL_FAILPOINTS=failpoint, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", LEARNER], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 137, f"the learner did not die at {failpoint} (rc {done.returncode}):\n{done.stderr[-3000:]}"
+    done = subprocess.run(
+        [sys.executable, "-c", LEARNER], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 137, (
+        f"the learner did not die at {failpoint} (rc {done.returncode}):\n{done.stderr[-3000:]}"
+    )
     assert f"failpoint {failpoint}" in done.stderr
 
 
@@ -238,7 +257,9 @@ def test_c_with_mlflow_down_serving_answers_the_learner_learns_and_publishes_onc
     mlflow = MLflowServer(config)
     registry = AdapterRegistry(config.mlflow.tracking_uri, config.mlflow.model_name)
     said: list[str] = []
-    loop = FeedbackLoop(config, limits=LoopLimits(idle_exit_s=4, max_runtime_s=300), say=lambda s: (said.append(s), print(s)))
+    loop = FeedbackLoop(
+        config, limits=LoopLimits(idle_exit_s=4, max_runtime_s=300), say=lambda s: (said.append(s), print(s))
+    )
     users = SimulatedUsers(config.model.n_features, config.model.n_labels, seed=51)
     predict_failures: list[str] = []
     predicts = [0]
@@ -276,15 +297,22 @@ def test_c_with_mlflow_down_serving_answers_the_learner_learns_and_publishes_onc
         finally:
             mlflow.start()
             mlflow.wait_ready()
-        wait_for(lambda: int(registry.latest_version() or 0) > int(last_before), "a version published after the outage", 90, 1.0)
+        wait_for(
+            lambda: int(registry.latest_version() or 0) > int(last_before),
+            "a version published after the outage",
+            90,
+            1.0,
+        )
     finally:
         feeder.join(timeout_s=30)
         asker.join(timeout_s=30)
         learner.join(timeout_s=120)  # re-raises what the learner raised
     failed_tries = [s for s in said if "did not register the snapshot" in s]
     newest = registry.get_version(registry.latest_version())
-    print(f"mlflow outage: {during} events learned during 30 s down; {len(failed_tries)} snapshot tries failed; "
-          f"{predicts[0]} predicts, {len(predict_failures)} failed; version {last_before} -> {newest.version}")  # fmt: skip
+    print(
+        f"mlflow outage: {during} events learned during 30 s down; {len(failed_tries)} snapshot tries failed; "
+        f"{predicts[0]} predicts, {len(predict_failures)} failed; version {last_before} -> {newest.version}"
+    )
     assert not predict_failures, f"serving failed during the MLflow outage: {predict_failures[:3]}"
     assert during > 0, "the learner stopped learning while MLflow was down"
     assert failed_tries, "no snapshot was tried during the outage; the test did not exercise it"

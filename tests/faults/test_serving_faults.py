@@ -19,9 +19,9 @@ import ray
 
 from bench.bench_online import fresh_config
 from bench.bench_soak import SteadyLoad, alive_actors, summarize
-from cl.model.base_model import build_base_model
 from cl.config import Config
 from cl.events import LifecycleEvent
+from cl.model.base_model import build_base_model
 from cl.registry import ADAPTER_FILE, AdapterRegistry
 from streams import EventProducer
 
@@ -110,8 +110,11 @@ def test_a_corrupted_adapter_is_refused_by_its_checksum_and_never_served(service
     load.start()
     try:
         bad = _publish_and_announce(service, corrupt=True)
-        _wait(lambda: all(bad in s.get("refused_versions", {}) for s in _replicas(service)), 30,
-              f"the replicas did not refuse the corrupted version {bad} after its announcement")  # fmt: skip
+        _wait(
+            lambda: all(bad in s.get("refused_versions", {}) for s in _replicas(service)),
+            30,
+            f"the replicas did not refuse the corrupted version {bad} after its announcement",
+        )
         features = [0.5] * config.model.n_features
         with httpx.Client(base_url=url, timeout=30) as client:  # raw answers: no retry
             pinned = [client.post("/v1/predict", json={"features": features, "model_version": bad}) for _ in range(4)]
@@ -120,12 +123,16 @@ def test_a_corrupted_adapter_is_refused_by_its_checksum_and_never_served(service
         calls = load.stop()
 
     for answer in pinned:
-        assert answer.status_code == 503, f"pinning the corrupted version {bad} answered {answer.status_code}: {answer.text}"
+        assert answer.status_code == 503, (
+            f"pinning the corrupted version {bad} answered {answer.status_code}: {answer.text}"
+        )
         [detail] = answer.json()["detail"]
         assert detail["field"] == "model_version" and "checksum" in detail["msg"], detail
     predicts = summarize(calls, "predict")
-    print(f"corrupted version {bad}: {predicts['sent']} unpinned predicts, answered by {predicts['versions']}; "
-          f"pinned answer: {pinned[0].json()['detail'][0]['msg']}")  # fmt: skip
+    print(
+        f"corrupted version {bad}: {predicts['sent']} unpinned predicts, answered by {predicts['versions']}; "
+        f"pinned answer: {pinned[0].json()['detail'][0]['msg']}"
+    )
     assert predicts["sent"] >= 10 and predicts["failed"] == 0, predicts
     assert set(predicts["versions"]) == {good}, f"answers came from {predicts['versions']}, not only the good {good}"
     assert _all_serve(service, good), _replicas(service)
@@ -152,8 +159,12 @@ def test_a_killed_model_replica_is_replaced_and_no_request_fails_after_retry(ser
         def replaced() -> bool:
             actors = _replica_actors(config)
             deployment = serve.status().applications[config.app].deployments["ModelReplica"]
-            return (len(actors) == 2 and victim.actor_id not in {a.actor_id for a in actors}
-                    and deployment.replica_states.get("RUNNING") == 2 and deployment.status == "HEALTHY")  # fmt: skip
+            return (
+                len(actors) == 2
+                and victim.actor_id not in {a.actor_id for a in actors}
+                and deployment.replica_states.get("RUNNING") == 2
+                and deployment.status == "HEALTHY"
+            )
 
         _wait(replaced, 120, "Serve did not bring ModelReplica back to 2 running replicas")
         replaced_s = time.monotonic() - killed_at
@@ -163,11 +174,18 @@ def test_a_killed_model_replica_is_replaced_and_no_request_fails_after_retry(ser
         calls = load.stop() + burst.stop()
 
     s = {kind: summarize(calls, kind) for kind in ("predict", "feedback")}
-    print(f"replica killed: replaced in {replaced_s:.1f} s; "
-          + "; ".join(f"{k} sent {v['sent']}, failed before retry {v['raw_failures']}, after retry {v['failed']} "
-                      f"{v['failed_statuses'] or ''}" for k, v in s.items()))  # fmt: skip
+    print(
+        f"replica killed: replaced in {replaced_s:.1f} s; "
+        + "; ".join(
+            f"{k} sent {v['sent']}, failed before retry {v['raw_failures']}, after retry {v['failed']} "
+            f"{v['failed_statuses'] or ''}"
+            for k, v in s.items()
+        )
+    )
     assert s["predict"]["sent"] >= 40 and s["feedback"]["sent"] >= 3, s
-    assert s["predict"]["failed"] == 0 and s["feedback"]["failed"] == 0, f"requests failed after the documented retry: {s}"
+    assert s["predict"]["failed"] == 0 and s["feedback"]["failed"] == 0, (
+        f"requests failed after the documented retry: {s}"
+    )
     versions = {r["current_version"] for r in _replicas(service)}
     expected = service.get("good", "base")
     assert versions == {expected}, f"after the replacement the replicas serve {versions}, not {expected}"

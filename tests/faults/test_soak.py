@@ -39,14 +39,19 @@ def test_steady_load_fails_nothing_learns_everything_and_keeps_memory_flat(stack
     print("\n" + report.table())
 
     for kind, s in report.whole_run.items():
-        assert s["failed"] == 0, f"{s['failed']} {kind} requests failed after the documented retry: {s['failed_statuses']}"
+        assert s["failed"] == 0, (
+            f"{s['failed']} {kind} requests failed after the documented retry: {s['failed_statuses']}"
+        )
     assert report.predict["sent"] >= 0.5 * RATE * STEADY_S, f"the load fell far below {RATE:g}/s: {report.predict}"
     assert report.learned_events == report.accepted_feedback, (
         f"the service accepted {report.accepted_feedback} feedbacks but the learner learned {report.learned_events}"
     )
     assert not report.notes, report.notes
-    growing = {name: round(r["projected_growth_mb"], 1) for name, r in report.rss.items()
-               if name != "kafka" and not r["projected_growth_mb"] < GROWTH_LIMIT_MB}  # fmt: skip
+    growing = {
+        name: round(r["projected_growth_mb"], 1)
+        for name, r in report.rss.items()
+        if name != "kafka" and not r["projected_growth_mb"] < GROWTH_LIMIT_MB
+    }
     assert not growing, (
         f"RSS still grows after warm-up (MB over the {report.seconds:.0f} s steady phase, from the slope of its "
         f"second half; limit {GROWTH_LIMIT_MB:g} MB): {growing}"

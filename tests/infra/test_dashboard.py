@@ -13,7 +13,11 @@ from learners.metrics import LearnerMetrics
 from serve._private.metrics import IngressMetrics, ReplicaMetrics
 
 REPO = Path(__file__).resolve().parents[2]
-SUFFIXES = {ray_metrics.Counter: ("_total",), ray_metrics.Histogram: ("_bucket", "_sum", "_count"), ray_metrics.Gauge: ("",)}
+SUFFIXES = {
+    ray_metrics.Counter: ("_total",),
+    ray_metrics.Histogram: ("_bucket", "_sum", "_count"),
+    ray_metrics.Gauge: ("",),
+}
 
 
 def _exported() -> dict[str, tuple[str, ...]]:

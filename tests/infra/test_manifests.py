@@ -116,7 +116,9 @@ def test_kustomization_lists_every_manifest_but_the_on_demand_retrain():
 
 
 def test_every_referenced_configmap_secret_and_claim_is_defined():
-    defined = {(d["kind"], d["metadata"].get("name")) for name in EXPECTED for d in _load(name) if d["kind"] != "Kustomization"}
+    defined = {
+        (d["kind"], d["metadata"].get("name")) for name in EXPECTED for d in _load(name) if d["kind"] != "Kustomization"
+    }
     wanted = set()
     for node in _walk([_load(name) for name in EXPECTED]):
         if "configMapRef" in node:
@@ -194,7 +196,9 @@ def _cpus(quantity: str) -> float:
 def test_learner_cluster_holds_one_cpu_per_rank():
     job = _one("RayJob", "cl-learner")
     groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    cpus = sum(g["replicas"] * _cpus(g["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]) for g in groups)
+    cpus = sum(
+        g["replicas"] * _cpus(g["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]) for g in groups
+    )
     assert cpus >= _deployed_config().learner.workers
 
 
@@ -246,11 +250,20 @@ def test_strimzi_topics_are_the_configs_with_replication_3_and_min_insync_2():
     defaults, deployed = load_config(path=None, env={}), _deployed_config()
     topics = {t["spec"]["topicName"]: t["spec"] for t in _objects("KafkaTopic")}
     t = defaults.topics
-    assert set(topics) == {t.requests, t.feedback, t.dlq, t.events} == {"cl.requests", "cl.feedback", "cl.feedback.dlq", "cl.events"}
+    assert (
+        set(topics)
+        == {t.requests, t.feedback, t.dlq, t.events}
+        == {"cl.requests", "cl.feedback", "cl.feedback.dlq", "cl.events"}
+    )
     d = deployed.topics
     assert {d.requests, d.feedback, d.dlq, d.events} == set(topics)
     k = deployed.kafka
-    wanted = {d.requests: k.requests_partitions, d.feedback: k.feedback_partitions, d.dlq: k.dlq_partitions, d.events: k.events_partitions}
+    wanted = {
+        d.requests: k.requests_partitions,
+        d.feedback: k.feedback_partitions,
+        d.dlq: k.dlq_partitions,
+        d.events: k.events_partitions,
+    }
     for name, spec in topics.items():
         assert spec["partitions"] == wanted[name], name
         assert spec["replicas"] == 3 and int(spec["config"]["min.insync.replicas"]) == 2, name

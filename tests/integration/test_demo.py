@@ -13,8 +13,13 @@ pytestmark = pytest.mark.integration
 
 def test_cl_demo_makes_keys_calls_the_service_with_them_and_the_admin_key_works(stack_environ, stack, cl_command):
     tag = uuid.uuid4().hex[:6]
-    env = {**stack_environ, "CL_AUTH_ENABLED": "true", "CL_APP": f"demo{tag}", "CL_KAFKA_TOPIC_PREFIX": f"demo{tag}",
-           "CL_SERVE_REPLICA_NUM_CPUS": "0.5"}  # fmt: skip
+    env = {
+        **stack_environ,
+        "CL_AUTH_ENABLED": "true",
+        "CL_APP": f"demo{tag}",
+        "CL_KAFKA_TOPIC_PREFIX": f"demo{tag}",
+        "CL_SERVE_REPLICA_NUM_CPUS": "0.5",
+    }
     env.pop("CL_API_KEY", None)
     assert cl_command(["up"], env).returncode == 0  # the stack is up: this only creates the app's topics
     served = cl_command(["serve"], env)

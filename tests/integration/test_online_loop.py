@@ -42,7 +42,12 @@ def online(stack):
     config = Config.from_dict(values)
     KafkaBroker(config).create_topics()
     url = deploy(config)
-    state = {"config": config, "url": url, "applied": 0, "registry": AdapterRegistry(config.mlflow.tracking_uri, config.mlflow.model_name)}
+    state = {
+        "config": config,
+        "url": url,
+        "applied": 0,
+        "registry": AdapterRegistry(config.mlflow.tracking_uri, config.mlflow.model_name),
+    }
     yield state
     shutdown(config)
 
@@ -64,8 +69,13 @@ def _predict(client: httpx.Client, features) -> dict:
 
 
 def _consume(config: Config, topic: str, model_cls, timeout_s: float = 20.0) -> list:
-    consumer = KafkaConsumer(topic, bootstrap_servers=config.kafka.bootstrap_servers, auto_offset_reset="earliest",
-                             group_id=None, consumer_timeout_ms=3000)  # fmt: skip
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+        consumer_timeout_ms=3000,
+    )
     found, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         batch = [parse_event(model_cls, m.value) for m in consumer]
@@ -107,10 +117,20 @@ def test_ratings_from_a_plain_kafka_producer_are_learned_and_bad_ones_dead_lette
         served = [_predict(client, np.random.default_rng(i).normal(size=config.model.n_features)) for i in range(40)]
     producer = KafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all")  # no code of ours
     for i, s in enumerate(served):
-        body = {"request_id": s["request_id"], "thumbs": "up" if i % 3 else "down", "event_id": uuid.uuid4().hex, "ts": time.time()}
+        body = {
+            "request_id": s["request_id"],
+            "thumbs": "up" if i % 3 else "down",
+            "event_id": uuid.uuid4().hex,
+            "ts": time.time(),
+        }
         producer.send(config.topics.feedback, json.dumps(body).encode(), key=s["request_id"].encode())
-    bad = [b"this is not json", b'{"request_id": "r-1", "rating": 9}', b'{"request_id": "r-1", "ratng": 5}',
-           b'{"request_id": "never-served-1", "thumbs": "up"}', b'{"request_id": "never-served-2", "label": 1}']  # fmt: skip
+    bad = [
+        b"this is not json",
+        b'{"request_id": "r-1", "rating": 9}',
+        b'{"request_id": "r-1", "ratng": 5}',
+        b'{"request_id": "never-served-1", "thumbs": "up"}',
+        b'{"request_id": "never-served-2", "label": 1}',
+    ]
     for value in bad:
         producer.send(config.topics.feedback, value)
     producer.flush()
@@ -127,8 +147,17 @@ def test_ratings_from_a_plain_kafka_producer_are_learned_and_bad_ones_dead_lette
     assert {"rating", "ratng", "request_id"} <= fields
 
 
-def _produce_pairs(config: Config, users: SimulatedUsers, n: int, *, served_by=None, pause_s: float = 0.0, noise: float = 0.0,
-                   seed: int = 0, key: str | None = None) -> None:  # fmt: skip
+def _produce_pairs(
+    config: Config,
+    users: SimulatedUsers,
+    n: int,
+    *,
+    served_by=None,
+    pause_s: float = 0.0,
+    noise: float = 0.0,
+    seed: int = 0,
+    key: str | None = None,
+) -> None:
     """Log n requests and their label feedback straight to Kafka (as the ingress and a client would).
 
     ``key`` puts every event on one partition, so the learner sees them in production order.
@@ -142,10 +171,20 @@ def _produce_pairs(config: Config, users: SimulatedUsers, n: int, *, served_by=N
         served = served_by(x) if served_by else int(rng.integers(config.model.n_labels))
         if noise and rng.random() < noise:
             served = int(rng.integers(config.model.n_labels))
-        request = RequestEvent(request_id=uuid.uuid4().hex, kind="predict", input={"features": x}, output={"label": served},
-                               model_version="base", arm="champion")  # fmt: skip
+        request = RequestEvent(
+            request_id=uuid.uuid4().hex,
+            kind="predict",
+            input={"features": x},
+            output={"label": served},
+            model_version="base",
+            arm="champion",
+        )
         producer.send(config.topics.requests, request, key=key or request.request_id)
-        producer.send(config.topics.feedback, FeedbackEvent(request_id=request.request_id, label=users.truth(x)), key=key or request.request_id)
+        producer.send(
+            config.topics.feedback,
+            FeedbackEvent(request_id=request.request_id, label=users.truth(x)),
+            key=key or request.request_id,
+        )
         if pause_s:
             time.sleep(pause_s)
     producer.flush()
@@ -153,8 +192,9 @@ def _produce_pairs(config: Config, users: SimulatedUsers, n: int, *, served_by=N
 
 
 def test_a_killed_learner_resumes_and_applies_every_event_exactly_once(online):
-    from learners.jobs import submit_learner
     from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from learners.jobs import submit_learner
 
     config = online["config"]
     before = online["applied"]
@@ -163,12 +203,16 @@ def test_a_killed_learner_resumes_and_applies_every_event_exactly_once(online):
     jobs = JobSubmissionClient(config.ray.dashboard_url)
     deadline = time.monotonic() + 180
     while "reading" not in jobs.get_job_logs(job_id) and time.monotonic() < deadline:  # the loop has started
-        assert jobs.get_job_status(job_id) not in (JobStatus.FAILED, JobStatus.STOPPED), jobs.get_job_logs(job_id)[-3000:]
+        assert jobs.get_job_status(job_id) not in (JobStatus.FAILED, JobStatus.STOPPED), jobs.get_job_logs(job_id)[
+            -3000:
+        ]
         time.sleep(0.5)
     feeder = threading.Thread(target=_produce_pairs, args=(config, users, 300), kwargs={"pause_s": 0.05})
     feeder.start()
     while _events_seen(online) <= before and time.monotonic() < deadline:
-        assert jobs.get_job_status(job_id) not in (JobStatus.FAILED, JobStatus.STOPPED), jobs.get_job_logs(job_id)[-3000:]
+        assert jobs.get_job_status(job_id) not in (JobStatus.FAILED, JobStatus.STOPPED), jobs.get_job_logs(job_id)[
+            -3000:
+        ]
         time.sleep(0.2)
     killed_at = _events_seen(online)
     assert killed_at > before, "the learner job published nothing"
@@ -200,7 +244,9 @@ def test_an_injected_drift_is_detected_and_published(online):
     shift_at = start + 500
     drifts = [e for e in _consume(config, config.topics.events, LifecycleEvent) if e.type == "drift_detected"]
     delays = [int(e.payload["events_seen"]) - shift_at for e in drifts if int(e.payload["events_seen"]) > shift_at]
-    print(f"drift detected {delays[:1]} events after the shift; all detections at {[e.payload['events_seen'] for e in drifts]}")
+    print(
+        f"drift detected {delays[:1]} events after the shift; all detections at {[e.payload['events_seen'] for e in drifts]}"
+    )
     assert delays and delays[0] <= 300, f"no drift published within 300 events of the shift: {delays}"
 
 
@@ -241,5 +287,9 @@ def test_the_learners_metrics_reach_prometheus(online):
     samples = wait_for(config.ray.metrics_url, lambda s: total(s, "ray_cl_learner_events_total", **app) > 0)
     assert total(samples, "ray_cl_learner_versions_published_total", **app) >= 1
     assert any(n == "ray_cl_learner_loss" and labels.get("app") == config.app for n, labels, _ in samples)
-    lagged = {labels.get("topic") for n, labels, _ in samples if n == "ray_cl_consumer_lag" and labels.get("app") == config.app}
+    lagged = {
+        labels.get("topic")
+        for n, labels, _ in samples
+        if n == "ray_cl_consumer_lag" and labels.get("app") == config.app
+    }
     assert {config.topics.feedback, config.topics.requests} <= lagged, lagged

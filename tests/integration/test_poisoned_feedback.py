@@ -34,8 +34,13 @@ def config(stack) -> Config:
     values["app"] = f"poison{tag}"
     values["mlflow"]["model_name"] = f"poison{tag}-adapter"
     values["kafka"]["topic_prefix"] = f"poison{tag}"
-    values["learner"].update(consumer_group=f"poison{tag}-learner", user_cap_events=CAP, user_cap_window_s=600.0,
-                             quarantine_min_events=30, snapshot_every_s=5.0)  # fmt: skip
+    values["learner"].update(
+        consumer_group=f"poison{tag}-learner",
+        user_cap_events=CAP,
+        user_cap_window_s=600.0,
+        quarantine_min_events=30,
+        snapshot_every_s=5.0,
+    )
     config = Config.from_dict(values)
     KafkaBroker(config).create_topics()
     return config
@@ -61,8 +66,15 @@ def test_an_attacker_is_capped_then_quarantined_and_honest_users_are_all_learned
         truth = users.truth(x)
         served = truth if rng.random() < 0.85 else int(rng.integers(n_labels))  # a mostly good server
         label = (served + 1) % n_labels if attack else truth
-        request = RequestEvent(request_id=uuid.uuid4().hex, kind="predict", input={"features": x}, output={"label": served},
-                               model_version="base", arm="champion", user_id=user)  # fmt: skip
+        request = RequestEvent(
+            request_id=uuid.uuid4().hex,
+            kind="predict",
+            input={"features": x},
+            output={"label": served},
+            model_version="base",
+            arm="champion",
+            user_id=user,
+        )
         # One key: the learner reads the events in the order they were produced.
         producer.send(config.topics.requests, request, key="poison")
         feedback = FeedbackEvent(request_id=request.request_id, label=label, user_id=user)
@@ -79,7 +91,9 @@ def test_an_attacker_is_capped_then_quarantined_and_honest_users_are_all_learned
     producer.flush()
     producer.close()
     honest = sum(n for user, n in sent.items() if user != ATTACKER)
-    assert max(n for user, n in sent.items() if user != ATTACKER) <= CAP, "the test's honest users must stay under the cap"
+    assert max(n for user, n in sent.items() if user != ATTACKER) <= CAP, (
+        "the test's honest users must stay under the cap"
+    )
 
     started = time.time()
     metrics = FeedbackLoop(config, limits=LoopLimits(idle_exit_s=3, max_runtime_s=120), say=print).run()
@@ -91,8 +105,10 @@ def test_an_attacker_is_capped_then_quarantined_and_honest_users_are_all_learned
     quarantined = [r for r, _ in refused if r == "user_quarantined"]
     capped = [r for r, _ in refused if r == "user_capped"]
     learned_from_attacker = sent[ATTACKER] - len(refused)
-    print(f"attacker: {sent[ATTACKER]} events, {learned_from_attacker} learned, {len(capped)} capped, "
-          f"{len(quarantined)} quarantined; honest: {honest} events, {int(metrics['events_seen'])} learned in all")  # fmt: skip
+    print(
+        f"attacker: {sent[ATTACKER]} events, {learned_from_attacker} learned, {len(capped)} capped, "
+        f"{len(quarantined)} quarantined; honest: {honest} events, {int(metrics['events_seen'])} learned in all"
+    )
     assert quarantined, "the attacker was never quarantined (learner.quarantine_alpha)"
     assert all(d.errors[0].field == "user_id" for d in letters)
     assert learned_from_attacker <= CAP * windows, f"{learned_from_attacker} attacker events learned, cap {CAP}"

@@ -12,11 +12,11 @@ import pytest
 
 from cl.config import Config
 from cl.events import FeedbackEvent, LifecycleEvent, RequestEvent
+from cl.learning.eval_set import is_held_out, score_adapter
+from cl.model.base_model import build_base_model
 from cl.registry import AdapterRegistry
 from cl.testing.simulated_users import SimulatedUsers
 from infra.kafka_broker import KafkaBroker
-from cl.model.base_model import build_base_model
-from cl.learning.eval_set import is_held_out, score_adapter
 from learners.retrain import RetrainError, RetrainOptions, collect_examples, retrain
 from streams import EventProducer, EventTail
 
@@ -30,11 +30,20 @@ def _produce(config: Config, users: SimulatedUsers, n: int, rng: np.random.Gener
     producer = EventProducer(config.kafka.bootstrap_servers)
     for _ in range(n):
         x = users.query()
-        request = RequestEvent(request_id=uuid.uuid4().hex, kind="predict", input={"features": x},
-                               output={"label": int(rng.integers(config.model.n_labels))}, model_version="base", arm="champion")  # fmt: skip
+        request = RequestEvent(
+            request_id=uuid.uuid4().hex,
+            kind="predict",
+            input={"features": x},
+            output={"label": int(rng.integers(config.model.n_labels))},
+            model_version="base",
+            arm="champion",
+        )
         producer.send(config.topics.requests, request, key=request.request_id)
-        producer.send(config.topics.feedback, FeedbackEvent(request_id=request.request_id, label=users.truth(x)),
-                      key=request.request_id)  # fmt: skip
+        producer.send(
+            config.topics.feedback,
+            FeedbackEvent(request_id=request.request_id, label=users.truth(x)),
+            key=request.request_id,
+        )
     producer.flush(60)
     producer.close()
 
@@ -45,8 +54,13 @@ def history(stack, stack_environ):
     tag = uuid.uuid4().hex[:6]
     # A quarter held out (not the default 5%): the accuracy comparisons below then rest on about
     # 200 held-out ratings, not 40, whose ids are random, so one unlucky draw cannot hide a lift.
-    env = {**stack_environ, "CL_APP": f"rt{tag}", "CL_KAFKA_TOPIC_PREFIX": f"rt{tag}", "CL_MLFLOW_MODEL_NAME": f"rt{tag}-adapter",
-           "CL_LEARNER_HOLDOUT_FRACTION": str(HOLDOUT)}  # fmt: skip
+    env = {
+        **stack_environ,
+        "CL_APP": f"rt{tag}",
+        "CL_KAFKA_TOPIC_PREFIX": f"rt{tag}",
+        "CL_MLFLOW_MODEL_NAME": f"rt{tag}-adapter",
+        "CL_LEARNER_HOLDOUT_FRACTION": str(HOLDOUT),
+    }
     values = stack.to_dict()
     values.update(app=env["CL_APP"])
     values["learner"]["holdout_fraction"] = HOLDOUT
@@ -54,7 +68,10 @@ def history(stack, stack_environ):
     values["mlflow"]["model_name"] = env["CL_MLFLOW_MODEL_NAME"]
     config = Config.from_dict(values)
     KafkaBroker(config).create_topics()
-    users, rng = SimulatedUsers(config.model.n_features, config.model.n_labels, seed=11, label_rate=1.0), np.random.default_rng(0)
+    users, rng = (
+        SimulatedUsers(config.model.n_features, config.model.n_labels, seed=11, label_rate=1.0),
+        np.random.default_rng(0),
+    )
     _produce(config, users, PHASE, rng)
     time.sleep(1.5)
     middle = time.time()
@@ -66,8 +83,12 @@ def history(stack, stack_environ):
     producer.send(config.topics.feedback, again)  # and a duplicate of it
     producer.flush(30)
     producer.close()
-    return {"config": config, "env": env, "middle": middle,
-            "registry": AdapterRegistry(config.mlflow.tracking_uri, config.mlflow.model_name)}  # fmt: skip
+    return {
+        "config": config,
+        "env": env,
+        "middle": middle,
+        "registry": AdapterRegistry(config.mlflow.tracking_uri, config.mlflow.model_name),
+    }
 
 
 def test_cl_retrain_submits_a_job_that_registers_and_announces_a_better_challenger(history, cl_command):
@@ -100,8 +121,11 @@ def test_retrain_honours_the_time_range_and_the_parent_version(history):
     config, registry = history["config"], history["registry"]
     first = retrain(config, RetrainOptions(until=history["middle"], epochs=2, announce=False), say=print)
     assert first.counts.feedback == PHASE and first.counts.joined == PHASE
-    second = retrain(config, RetrainOptions(since=history["middle"], continue_from=first.version, epochs=1, announce=False),
-                     say=print)  # fmt: skip
+    second = retrain(
+        config,
+        RetrainOptions(since=history["middle"], continue_from=first.version, epochs=1, announce=False),
+        say=print,
+    )
     assert second.counts.feedback == PHASE + 2 and second.counts.joined == PHASE
     assert second.counts.duplicates == 1 and second.counts.unjoined == 1
     assert registry.get_version(second.version).tags["parent_version"] == first.version
@@ -146,6 +170,8 @@ def test_train_base_lifts_the_base_and_every_process_can_build_it(history, tmp_p
 
 def test_a_bad_base_dataset_is_refused_with_its_line(history, tmp_path):
     data = tmp_path / "base.jsonl"
-    data.write_text('{"features": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "label": 1}\n{"features": [1.0], "label": 1}\n')
+    data.write_text(
+        '{"features": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "label": 1}\n{"features": [1.0], "label": 1}\n'
+    )
     with pytest.raises(RetrainError, match="base.jsonl line 2: .*feature"):
         retrain(history["config"], RetrainOptions(epochs=1, announce=False, train_base=str(data)))

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import ray
 
-from cl.model.base_model import build_base_model
 from cl.config import Config
 from cl.events import LifecycleEvent
 from cl.learning.example import Example
 from cl.learning.online_learner import OnlineLearner
+from cl.model.base_model import build_base_model
 from cl.registry import AdapterRegistry
 from cl.testing.simulated_users import SimulatedUsers
 from infra.kafka_broker import KafkaBroker
@@ -41,14 +41,20 @@ def rollout(stack):
     values["kafka"]["topic_prefix"] = f"ro{tag}"
     values["serve"]["serve_new_versions"] = False
     values["learner"]["join_window_s"] = 30.0
-    values["rollout"].update(canary_steps="0.2,0.5,1.0", min_events=20, min_step_events=40,
-                             negative_min_events=60, error_min_requests=50)  # fmt: skip
+    values["rollout"].update(
+        canary_steps="0.2,0.5,1.0", min_events=20, min_step_events=40, negative_min_events=60, error_min_requests=50
+    )
     config = Config.from_dict(values)
     KafkaBroker(config).create_topics()
     url = deploy(config)
     users = SimulatedUsers(config.model.n_features, config.model.n_labels, seed=5)
-    yield {"config": config, "url": url, "users": users, "client": httpx.Client(base_url=url, timeout=30.0),
-           "registry": AdapterRegistry(config.mlflow.tracking_uri, config.mlflow.model_name)}
+    yield {
+        "config": config,
+        "url": url,
+        "users": users,
+        "client": httpx.Client(base_url=url, timeout=30.0),
+        "registry": AdapterRegistry(config.mlflow.tracking_uri, config.mlflow.model_name),
+    }
     shutdown(config)
 
 
@@ -63,10 +69,13 @@ def _publish_trained(state, *, wrong: bool) -> str:
         for i in range(32):
             x = users.query()
             target = (users.truth(x) + 1) % n if wrong else users.truth(x)
-            batch.append(Example(f"t{step}-{i}", "r", "predict", "label", features=tuple(x), served_label=0, target=target))
+            batch.append(
+                Example(f"t{step}-{i}", "r", "predict", "label", features=tuple(x), served_label=0, target=target)
+            )
         learner.learn(batch)
-    version = state["registry"].publish(model.adapter_state(0), tags={"base_version": config.model.base_version,
-                                                                         "events_seen": "0", "reason": "test"})  # fmt: skip
+    version = state["registry"].publish(
+        model.adapter_state(0), tags={"base_version": config.model.base_version, "events_seen": "0", "reason": "test"}
+    )
     producer = EventProducer(config.kafka.bootstrap_servers)
     payload = {"version": version, "model_name": config.mlflow.model_name, "base_version": config.model.base_version}
     producer.send_and_wait(config.topics.events, LifecycleEvent(type="version_published", payload=payload))
@@ -95,8 +104,9 @@ def _drive(state, until, *, max_requests: int = 4000, returning: int = 10) -> di
         x = users.query()
         answer = client.post("/v1/predict", json={"features": x, "user_id": user}).raise_for_status().json()
         seen.setdefault(user, set()).add((answer["model_version"], answer["arm"]))
-        client.post("/v1/feedback", json={"request_id": answer["request_id"], "label": users.truth(x),
-                                          "user_id": user}).raise_for_status()  # fmt: skip
+        client.post(
+            "/v1/feedback", json={"request_id": answer["request_id"], "label": users.truth(x), "user_id": user}
+        ).raise_for_status()
         if i % 20 == 19 and until(_status(state)):
             return seen
     pytest.fail(f"not done after {max_requests} requests: {_status(state)}")
@@ -128,7 +138,9 @@ def test_a_bad_challenger_is_rolled_back_by_itself(rollout):
     status = _status(rollout)
     rollback = [d for d in status["recent_decisions"] if d["action"] == "rollback" and d["version"] == bad][-1]
     events = rollback["evidence"]["challenger"]["rated"]
-    print(f"bad challenger rolled back after {events} rated challenger events, {seconds:.1f} s; rule {rollback['evidence'].get('rule')}")
+    print(
+        f"bad challenger rolled back after {events} rated challenger events, {seconds:.1f} s; rule {rollback['evidence'].get('rule')}"
+    )
     assert status["champion"] == good and status["weights"].get(bad, 0.0) == 0.0
     assert rollout["registry"].alias_version("champion") == good
     answer = rollout["client"].post("/v1/predict", json={"features": rollout["users"].query(), "user_id": "x"}).json()
@@ -138,7 +150,9 @@ def test_a_bad_challenger_is_rolled_back_by_itself(rollout):
 def test_manual_rollback_serves_the_older_version_on_the_next_request(rollout, capsys):
     import argparse
 
-    from cl.cli.admin import promote as _promote, rollback as _rollback, versions as _versions
+    from cl.cli.admin import promote as _promote
+    from cl.cli.admin import rollback as _rollback
+    from cl.cli.admin import versions as _versions
 
     client, config = rollout["client"], rollout["config"]
     started = time.perf_counter()

@@ -102,8 +102,9 @@ def test_mlflow_register_alias_and_load_round_trip(stack, tmp_path: Path):
         mlflow.log_artifact(str(tmp_path / "adapter.safetensors"), artifact_path="adapter")
         mlflow.log_metric("loss", 0.5)
     client.create_registered_model(name)
-    version = client.create_model_version(name, f"runs:/{run.info.run_id}/adapter", run_id=run.info.run_id,
-                                          tags={"events_seen": "25"})  # fmt: skip
+    version = client.create_model_version(
+        name, f"runs:/{run.info.run_id}/adapter", run_id=run.info.run_id, tags={"events_seen": "25"}
+    )
     client.set_registered_model_alias(name, "champion", version.version)
 
     by_alias = client.get_model_version_by_alias(name, "champion")
@@ -127,15 +128,31 @@ def test_ray_job_submit_reads_from_kafka(stack, scratch_topic, tmp_path: Path):
     )
     ray_bin = Path(sys.executable).with_name("ray")
     result = subprocess.run(
-        [str(ray_bin), "job", "submit", "--address", stack.ray.dashboard_url, "--working-dir", str(tmp_path),
-         "--", "python", "read_topic.py", stack.kafka.bootstrap_servers, scratch_topic],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        [
+            str(ray_bin),
+            "job",
+            "submit",
+            "--address",
+            stack.ray.dashboard_url,
+            "--working-dir",
+            str(tmp_path),
+            "--",
+            "python",
+            "read_topic.py",
+            stack.kafka.bootstrap_servers,
+            scratch_topic,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert marker in result.stdout
 
 
-def test_killed_broker_is_reported_and_restarted_without_losing_messages(stack, stack_environ, cl_command, scratch_topic):
+def test_killed_broker_is_reported_and_restarted_without_losing_messages(
+    stack, stack_environ, cl_command, scratch_topic
+):
     from infra._private.process import read_pid
     from infra.kafka_broker import KafkaBroker
 

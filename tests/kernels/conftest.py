@@ -43,6 +43,7 @@ _DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def launch_device(request, monkeypatch, seed) -> torch.device:
     """Where the Triton launchers run: the CPU interpreter, or the GPU if present."""
     import triton  # noqa: F401  (a required dependency: fail loudly if missing)
+
     if request.param == "cpu":
         monkeypatch.setenv("TRITON_INTERPRET", "1")
     else:

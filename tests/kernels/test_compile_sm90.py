@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -45,9 +44,15 @@ def test_fused_moe_kernel_compiles_for_sm90(monkeypatch, dtype, num_pairs, stage
     int8 = stage.endswith("int8")
     flags = dict(A_ROW_DIV=8 if gated else 1, GATED=gated, FUSE_ACT=gated, MUL_ROUTED_WEIGHT=not gated, INT8_W=int8)
     pointers = {
-        "a_ptr": f"*{dtype}", "w_ptr": "*i8" if int8 else f"*{dtype}", "scale_ptr": "*fp32", "out_ptr": f"*{dtype}",
-        "topk_weights_ptr": f"*{dtype}", "sorted_ids_ptr": "*i32", "block_expert_ptr": "*i32", "num_padded_ptr": "*i32",
-    }  # fmt: skip
+        "a_ptr": f"*{dtype}",
+        "w_ptr": "*i8" if int8 else f"*{dtype}",
+        "scale_ptr": "*fp32",
+        "out_ptr": f"*{dtype}",
+        "topk_weights_ptr": f"*{dtype}",
+        "sorted_ids_ptr": "*i32",
+        "block_expert_ptr": "*i32",
+        "num_padded_ptr": "*i32",
+    }
     compiled = _compile(_fused_moe_kernel, pointers, {**flags, **cfg}, launch)
     assert compiled.metadata.shared <= SM90_SHARED_BYTES
 

@@ -8,10 +8,20 @@ from learners.rank_state import merge_metrics, merge_positions, rank_parts, shar
 
 
 def _part(rank: int, events: int, correct: int, positions: dict[str, int], pending: list, seen: list[str]) -> dict:
-    stats = {"events_seen": events, "events_rejected": 0, "label_events": events, "label_correct": correct,
-             "preference_events": 0, "preference_positive": 0, "lr": 0.01}
-    return {"learner": {"stats": stats, "adapter": {"w": rank}}, "joiner": {"pending": pending, "seen_ids": seen},
-            "positions": positions}
+    stats = {
+        "events_seen": events,
+        "events_rejected": 0,
+        "label_events": events,
+        "label_correct": correct,
+        "preference_events": 0,
+        "preference_positive": 0,
+        "lr": 0.01,
+    }
+    return {
+        "learner": {"stats": stats, "adapter": {"w": rank}},
+        "joiner": {"pending": pending, "seen_ids": seen},
+        "positions": positions,
+    }
 
 
 PARTS = [
@@ -52,8 +62,10 @@ def test_a_one_rank_snapshot_of_the_old_format_is_one_part():
 
 
 def test_metrics_recompute_ratios_from_summed_counts():
-    metrics = [{"events_seen": 10.0, "prequential_accuracy": 0.5, "replay_size": 10.0, "lr": 0.01},
-               {"events_seen": 30.0, "prequential_accuracy": 0.9, "replay_size": 30.0, "lr": 0.01}]
+    metrics = [
+        {"events_seen": 10.0, "prequential_accuracy": 0.5, "replay_size": 10.0, "lr": 0.01},
+        {"events_seen": 30.0, "prequential_accuracy": 0.9, "replay_size": 30.0, "lr": 0.01},
+    ]
     merged = merge_metrics(metrics, [p["learner"]["stats"] for p in PARTS])
     assert merged["events_seen"] == 40.0 and merged["replay_size"] == 40.0
     assert merged["prequential_accuracy"] == 32 / 40 and math.isnan(merged["positive_rate"])

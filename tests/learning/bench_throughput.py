@@ -16,10 +16,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from cl.model.base_model import build_base_model
     from cl.config import LearnerConfig, ModelSection
     from cl.learning.example import Example
     from cl.learning.online_learner import OnlineLearner
+    from cl.model.base_model import build_base_model
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -30,19 +30,39 @@ def main() -> None:
         y = (X @ W).argmax(1)
         served = rng.integers(0, 4, n)
         if thumbs:
-            return [Example(f"e{i}", f"r{i}", "predict", "thumbs", features=tuple(X[i]), served_label=int(served[i]),
-                            desirable=bool(served[i] == y[i])) for i in range(n)]
-        return [Example(f"e{i}", f"r{i}", "predict", "label", features=tuple(X[i]), served_label=int(served[i]),
-                        target=int(y[i])) for i in range(n)]
+            return [
+                Example(
+                    f"e{i}",
+                    f"r{i}",
+                    "predict",
+                    "thumbs",
+                    features=tuple(X[i]),
+                    served_label=int(served[i]),
+                    desirable=bool(served[i] == y[i]),
+                )
+                for i in range(n)
+            ]
+        return [
+            Example(
+                f"e{i}",
+                f"r{i}",
+                "predict",
+                "label",
+                features=tuple(X[i]),
+                served_label=int(served[i]),
+                target=int(y[i]),
+            )
+            for i in range(n)
+        ]
 
     def rate(batch: int, thumbs: bool, ratio: float = 1.0, n: int = 1600) -> tuple[float, float]:
         learner = OnlineLearner(build_base_model(ModelSection()), LearnerConfig(batch_size=batch, replay_ratio=ratio))
         events = stream(n + 10 * batch, thumbs)
         for i in range(0, 10 * batch, batch):  # warm up and fill the buffer a little
-            learner.learn(events[i:i + batch])
+            learner.learn(events[i : i + batch])
         wall, cpu = time.perf_counter(), time.process_time()
         for i in range(10 * batch, len(events), batch):
-            learner.learn(events[i:i + batch])
+            learner.learn(events[i : i + batch])
         return n / (time.perf_counter() - wall), n / (time.process_time() - cpu)
 
     for batch in (16, 32, 64, 128):

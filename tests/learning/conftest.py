@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from cl.model.base_model import build_base_model
 from cl.config import LearnerConfig, ModelSection
 from cl.learning.example import Example
 from cl.learning.online_learner import OnlineLearner
+from cl.model.base_model import build_base_model
 
 N_FEATURES, N_LABELS = 8, 4
 LR = 5e-3  # the config default; on this stream 1e-2 is slower and 2e-2 unstable
@@ -43,7 +43,11 @@ class Synth:
         self.count = 0
 
     def sample(
-        self, n: int, *, mean: float | np.ndarray = 0.0, perm: Sequence[int] | None = None,
+        self,
+        n: int,
+        *,
+        mean: float | np.ndarray = 0.0,
+        perm: Sequence[int] | None = None,
         W: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``n`` inputs ``(n, F)`` around ``mean`` and their labels ``(n,)`` (classes permuted by ``perm``)."""
@@ -63,8 +67,19 @@ class Synth:
         out = []
         for x, t, s in zip(X, y, served):
             eid, rid = self._ids()
-            out.append(Example(eid, rid, "predict", "label", features=tuple(map(float, x)),
-                               served_label=int(s), target=int(t), user_id="u", model_version="1"))
+            out.append(
+                Example(
+                    eid,
+                    rid,
+                    "predict",
+                    "label",
+                    features=tuple(map(float, x)),
+                    served_label=int(s),
+                    target=int(t),
+                    user_id="u",
+                    model_version="1",
+                )
+            )
         return out
 
     def thumbs(self, X: np.ndarray, served: Sequence[int], desirable: Sequence[bool | None]) -> list[Example]:
@@ -73,8 +88,19 @@ class Synth:
         for x, s, d in zip(X, served, desirable):
             eid, rid = self._ids()
             signal = "rating" if d is None else "thumbs"
-            out.append(Example(eid, rid, "predict", signal, features=tuple(map(float, x)),
-                               served_label=int(s), desirable=d, user_id="u", model_version="1"))
+            out.append(
+                Example(
+                    eid,
+                    rid,
+                    "predict",
+                    signal,
+                    features=tuple(map(float, x)),
+                    served_label=int(s),
+                    desirable=d,
+                    user_id="u",
+                    model_version="1",
+                )
+            )
         return out
 
 
@@ -118,7 +144,7 @@ def predict_proba(learner: OnlineLearner, X: np.ndarray) -> np.ndarray:
 
 def feed(learner: OnlineLearner, examples: list[Example], batch: int = 16) -> list:
     """Learn ``examples`` in micro-batches of ``batch``; returns the step reports."""
-    return [learner.learn(examples[i:i + batch]) for i in range(0, len(examples), batch)]
+    return [learner.learn(examples[i : i + batch]) for i in range(0, len(examples), batch)]
 
 
 @pytest.fixture
@@ -129,5 +155,9 @@ def helpers():
         pass
 
     H.predict, H.predict_proba, H.feed, H.config = (
-        staticmethod(predict), staticmethod(predict_proba), staticmethod(feed), staticmethod(learner_config))
+        staticmethod(predict),
+        staticmethod(predict_proba),
+        staticmethod(feed),
+        staticmethod(learner_config),
+    )
     return H

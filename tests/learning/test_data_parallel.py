@@ -9,10 +9,10 @@ import socket
 import torch
 import torch.distributed as dist
 
-from cl.model.base_model import build_base_model
 from cl.config import ModelSection
 from cl.learning.data_parallel import SingleProcess, TorchDistributed, current_group
 from cl.learning.online_learner import OnlineLearner
+from cl.model.base_model import build_base_model
 
 WORLD = 2
 
@@ -32,14 +32,19 @@ def _rank_main(rank: int, port: int, steps: list[list[list]], config, results) -
         assert isinstance(group, TorchDistributed) and group.rank == rank
         learner = OnlineLearner(build_base_model(ModelSection()), config, group=group)
         reports = [learner.learn(shares[rank]) for shares in steps]
-        results.put((rank, {
-            "adapter": {k: v.numpy() for k, v in learner.model.adapter_state(0).items()},  # plain pickles
-            "bias": [b.numpy().copy() for b in learner.model.balance_biases()],
-            "detector": learner.state_dict()["detector"],
-            "errors": [r.errors for r in reports],
-            "events_seen": learner.events_seen,
-            "lr": learner.metrics()["lr"],
-        }))
+        results.put(
+            (
+                rank,
+                {
+                    "adapter": {k: v.numpy() for k, v in learner.model.adapter_state(0).items()},  # plain pickles
+                    "bias": [b.numpy().copy() for b in learner.model.balance_biases()],
+                    "detector": learner.state_dict()["detector"],
+                    "errors": [r.errors for r in reports],
+                    "events_seen": learner.events_seen,
+                    "lr": learner.metrics()["lr"],
+                },
+            )
+        )
     finally:
         dist.destroy_process_group()
 
@@ -87,7 +92,9 @@ def test_two_ranks_learn_what_one_learner_learns_from_their_union(synth, helpers
     a, b = ranks[0], ranks[1]
     for key in a["adapter"]:
         assert torch.equal(a["adapter"][key], b["adapter"][key]), f"ranks disagree on {key}"
-        torch.testing.assert_close(a["adapter"][key], single.model.adapter_state(0)[key], rtol=0, atol=5e-5)  # 1% of one Adam step (lr 5e-3)
+        torch.testing.assert_close(
+            a["adapter"][key], single.model.adapter_state(0)[key], rtol=0, atol=5e-5
+        )  # 1% of one Adam step (lr 5e-3)
     for bias_a, bias_b in zip(a["bias"], b["bias"]):
         assert torch.equal(bias_a, bias_b)
     # Every rank's detector saw the whole error stream, in rank order: the single learner's.
@@ -103,7 +110,7 @@ def test_a_drift_boosts_the_learning_rate_on_every_rank(synth, helpers):
     X, y = synth.sample(256)
     right = synth.labels(X[:128], y[:128], served=y[:128])  # served right: no errors
     wrong = synth.labels(X[128:], y[128:], served=(y[128:] + 1) % 4)  # then every answer is wrong
-    steps = [[right[i:i + 8], right[i + 8:i + 16]] for i in range(0, 128, 16)]
-    steps += [[wrong[i:i + 16], []] for i in range(0, 128, 16)]  # only rank 0 sees the errors
+    steps = [[right[i : i + 8], right[i + 8 : i + 16]] for i in range(0, 128, 16)]
+    steps += [[wrong[i : i + 16], []] for i in range(0, 128, 16)]  # only rank 0 sees the errors
     ranks = _run_ranks(steps, config)
     assert ranks[0]["lr"] == ranks[1]["lr"] == config.lr * config.boost_factor

@@ -17,14 +17,26 @@ from cl.model import ByteTokenizer, ModelConfig
 
 
 def predict_request(**output) -> RequestEvent:
-    return RequestEvent(request_id="r1", kind="predict", input={"features": [0.5, -1.0, 2.0]},
-                        output=output or {"label": 2, "probabilities": [0.1, 0.2, 0.7]},
-                        model_version="7", arm="challenger", user_id="asker")
+    return RequestEvent(
+        request_id="r1",
+        kind="predict",
+        input={"features": [0.5, -1.0, 2.0]},
+        output=output or {"label": 2, "probabilities": [0.1, 0.2, 0.7]},
+        model_version="7",
+        arm="challenger",
+        user_id="asker",
+    )
 
 
 def generate_request() -> RequestEvent:
-    return RequestEvent(request_id="r1", kind="generate", input={"text": "2+2="}, output={"text": "5"},
-                        model_version="7", arm="champion")
+    return RequestEvent(
+        request_id="r1",
+        kind="generate",
+        input={"text": "2+2="},
+        output={"text": "5"},
+        model_version="7",
+        arm="champion",
+    )
 
 
 def feedback(**signal) -> FeedbackEvent:
@@ -80,8 +92,14 @@ def test_untrainable_pairs_raise_naming_the_problem(request_event, signal, match
 
 
 def test_generate_with_features_input_raises():
-    request = RequestEvent(request_id="r1", kind="generate", input={"features": [1.0]}, output={"text": "x"},
-                           model_version="1", arm="champion")
+    request = RequestEvent(
+        request_id="r1",
+        kind="generate",
+        input={"features": [1.0]},
+        output={"text": "x"},
+        model_version="1",
+        arm="champion",
+    )
     with pytest.raises(ValueError, match="generation needs a text prompt"):
         Example.from_join(request, feedback(thumbs="up"))
 
@@ -93,8 +111,10 @@ def test_mismatched_request_ids_raise():
 
 
 def test_plain_data_round_trips():
-    for ex in (Example.from_join(predict_request(), feedback(label=1)),
-               Example.from_join(generate_request(), feedback(correction="4"))):
+    for ex in (
+        Example.from_join(predict_request(), feedback(label=1)),
+        Example.from_join(generate_request(), feedback(correction="4")),
+    ):
         data = ex.to_dict()
         assert json.loads(json.dumps(data)) == data
         assert Example.from_dict(json.loads(json.dumps(data))) == ex
@@ -110,19 +130,29 @@ def test_check_example_names_field_and_fix():
     ok = Example.from_join(predict_request(), feedback(label=1))
     assert check_example(ok, cfg) is None
     bad = [
-        (Example("e", "r", "predict", "label", features=(1.0, 2.0), target=0),
-         "features has 2 values but the model takes n_features=3"),
+        (
+            Example("e", "r", "predict", "label", features=(1.0, 2.0), target=0),
+            "features has 2 values but the model takes n_features=3",
+        ),
         (Example("e", "r", "predict", "label", features=(1.0, float("nan"), 0.0), target=0), "NaN"),
-        (Example("e", "r", "predict", "label", features=(1.0, 2.0, 3.0), target=3),
-         "label 3 is out of range: the model has n_labels=3"),
-        (Example("e", "r", "predict", "thumbs", text="hi", served_label=5, desirable=True),
-         "served label 5 is out of range"),
-        (Example("e", "r", "generate", "thumbs", text="hi", served_text="", desirable=True),
-         "the served text is empty"),
+        (
+            Example("e", "r", "predict", "label", features=(1.0, 2.0, 3.0), target=3),
+            "label 3 is out of range: the model has n_labels=3",
+        ),
+        (
+            Example("e", "r", "predict", "thumbs", text="hi", served_label=5, desirable=True),
+            "served label 5 is out of range",
+        ),
+        (
+            Example("e", "r", "generate", "thumbs", text="hi", served_text="", desirable=True),
+            "the served text is empty",
+        ),
         (Example("e", "r", "predict", "label", target=0), "exactly one of features or text"),
         (Example("e", "r", "classify", "label", text="x", target=0), "kind 'classify' is unknown"),
-        (Example("e", "r", "generate", "thumbs", features=(1.0,), served_text="a", desirable=True),
-         "a generate example needs a text prompt"),
+        (
+            Example("e", "r", "generate", "thumbs", features=(1.0,), served_text="a", desirable=True),
+            "a generate example needs a text prompt",
+        ),
         ({"event_id": "e"}, "expected an Example, got dict"),
     ]
     for ex, reason in bad:

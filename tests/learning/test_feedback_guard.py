@@ -13,10 +13,12 @@ from cl.events import FeedbackEvent, RequestEvent
 from cl.learning.feedback_guard import FeedbackGuard, binomial_log_tail, disagrees
 from learners.rank_state import share_for_rank
 
-SERVED = RequestEvent(request_id="r", kind="predict", input={"features": [0.0]}, output={"label": 0},
-                      model_version="1", arm="champion")  # fmt: skip
-GENERATED = RequestEvent(request_id="r", kind="generate", input={"text": "hi"}, output={"text": "hello"},
-                         model_version="1", arm="champion")  # fmt: skip
+SERVED = RequestEvent(
+    request_id="r", kind="predict", input={"features": [0.0]}, output={"label": 0}, model_version="1", arm="champion"
+)
+GENERATED = RequestEvent(
+    request_id="r", kind="generate", input={"text": "hi"}, output={"text": "hello"}, model_version="1", arm="champion"
+)
 
 
 @functools.lru_cache(maxsize=None)

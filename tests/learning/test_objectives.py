@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cl.model.base_model import build_base_model
 from cl.config import ModelSection
 from cl.learning.example import Example, encode_examples
 from cl.learning.objectives import (
@@ -21,6 +20,7 @@ from cl.learning.objectives import (
     score_labels,
     score_tokens,
 )
+from cl.model.base_model import build_base_model
 
 
 @pytest.fixture
@@ -52,11 +52,15 @@ def classify_scored(model, x, labels, desirable=None, reference=True) -> Scored:
 def lm_batch(correction: bool = True):
     """Two generate examples encoded for the lm head (corrections or thumbs on served text)."""
     if correction:
-        exs = [Example("e1", "r1", "generate", "correction", text="2+2=", served_text="5", correction="4"),
-               Example("e2", "r2", "generate", "correction", text="hi", served_text="yo", correction="hello")]
+        exs = [
+            Example("e1", "r1", "generate", "correction", text="2+2=", served_text="5", correction="4"),
+            Example("e2", "r2", "generate", "correction", text="hi", served_text="yo", correction="hello"),
+        ]
     else:
-        exs = [Example("e1", "r1", "generate", "thumbs", text="2+2=", served_text="4", desirable=True),
-               Example("e2", "r2", "generate", "thumbs", text="hi", served_text="yo!", desirable=False)]
+        exs = [
+            Example("e1", "r1", "generate", "thumbs", text="2+2=", served_text="4", desirable=True),
+            Example("e2", "r2", "generate", "thumbs", text="hi", served_text="yo!", desirable=False),
+        ]
     (batch,) = encode_examples(exs, max_seq_len=128)
     return batch
 
@@ -111,9 +115,11 @@ def test_kto_matches_the_formula_away_from_init():
     p, q = logits.log_softmax(-1), ref_logits.log_softmax(-1)
     r = p.gather(1, labels[:, None])[:, 0] - q.gather(1, labels[:, None])[:, 0]
     z = max(0.0, float((p.exp() * (p - q)).sum(-1).mean()))
-    want = [1 - 1 / (1 + math.exp(-beta * (r[0] - z))),
-            1 - 1 / (1 + math.exp(-beta * (z - r[1]))),
-            1 - 1 / (1 + math.exp(-beta * (r[2] - z)))]
+    want = [
+        1 - 1 / (1 + math.exp(-beta * (r[0] - z))),
+        1 - 1 / (1 + math.exp(-beta * (z - r[1]))),
+        1 - 1 / (1 + math.exp(-beta * (r[2] - z))),
+    ]
     assert torch.allclose(got, torch.tensor(want), atol=1e-6)
 
 

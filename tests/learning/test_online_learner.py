@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from cl.model.base_model import build_base_model
 from cl.config import ConfigError, LearnerConfig, ModelSection
 from cl.learning.example import Example, encode_examples
 from cl.learning.objectives import SupervisedLoss, score_tokens
 from cl.learning.online_learner import OnlineLearner, StepReport
+from cl.model.base_model import build_base_model
 
 
 def window_accuracy(before: dict, after: dict) -> float:
@@ -62,7 +62,7 @@ def test_label_remap_is_detected_and_accuracy_recovers(synth, make_learner):
     assert not any(r.drift for r in first)
     readings, drift_at = [learner.metrics()], []
     for i in range(0, 1152, 32):
-        report = learner.learn(synth.labels(X2[i:i + 32], y2[i:i + 32], champion(synth, old[i:i + 32], 0.85)))
+        report = learner.learn(synth.labels(X2[i : i + 32], y2[i : i + 32], champion(synth, old[i : i + 32], 0.85)))
         if report.drift:
             drift_at.append(i)
             assert report.actions[:2] == ("reset", "boost_lr") and learner.metrics()["lr"] == 2 * learner.config.lr
@@ -75,7 +75,7 @@ def test_label_remap_is_detected_and_accuracy_recovers(synth, make_learner):
 
 
 def _feed(learner, examples, batch=16):
-    return [learner.learn(examples[i:i + batch]) for i in range(0, len(examples), batch)]
+    return [learner.learn(examples[i : i + batch]) for i in range(0, len(examples), batch)]
 
 
 @pytest.mark.parametrize("thumbs_up", [True, False])
@@ -128,8 +128,7 @@ def test_rejected_examples_are_reported_and_the_rest_learned(synth, make_learner
     learner = make_learner()
     X, y = synth.sample(4)
     good = synth.labels(X, y)
-    wrong_label = Example("bad-label", "r", "predict", "label", features=good[0].features,
-                          served_label=0, target=9)
+    wrong_label = Example("bad-label", "r", "predict", "label", features=good[0].features, served_label=0, target=9)
     short = Example("bad-features", "r", "predict", "label", features=(1.0, 2.0), served_label=0, target=1)
     before = learner.model.adapter_state(0)
     report = learner.learn([good[0], wrong_label, good[1], short, "junk", good[2], good[3]])
@@ -163,11 +162,13 @@ def test_learner_trains_only_its_slot_and_leaves_the_model_in_eval(synth, make_l
     others = [model.adapter_state(0), model.adapter_state(2)]
     X, y = synth.sample(64)
     examples = synth.labels(X[:32], y[:32]) + synth.thumbs(X[32:], y[32:], [True, False] * 16)
-    examples += [Example("g1", "r", "generate", "correction", text="hi", served_text="yo", correction="hello"),
-                 Example("g2", "r", "generate", "thumbs", text="hi", served_text="yo", desirable=False),
-                 Example("t1", "r", "predict", "label", text="some text", served_label=1, target=2)]
+    examples += [
+        Example("g1", "r", "generate", "correction", text="hi", served_text="yo", correction="hello"),
+        Example("g2", "r", "generate", "thumbs", text="hi", served_text="yo", desirable=False),
+        Example("t1", "r", "predict", "label", text="some text", served_label=1, target=2),
+    ]
     for i in range(0, len(examples), 16):
-        assert learner.learn(examples[i:i + 16]).n_events > 0
+        assert learner.learn(examples[i : i + 16]).n_events > 0
         assert not model.training
     assert all(torch.equal(base[n], p) for n, p in model.named_parameters() if n in base)
     for slot, state in zip((0, 2), others):
@@ -179,8 +180,9 @@ def test_generate_corrections_are_learned(make_learner):
     learner = make_learner(replay_ratio=0.0)
 
     def nll() -> float:
-        ex = Example("x", "r", "generate", "correction", text="capital of France?", served_text="Rome",
-                     correction="Paris")
+        ex = Example(
+            "x", "r", "generate", "correction", text="capital of France?", served_text="Rome", correction="Paris"
+        )
         (batch,) = encode_examples([ex], learner.model.config.max_seq_len)
         with torch.no_grad():
             logits = learner.model(tokens=batch.tokens, adapter_ids=torch.tensor([0]), head="lm")
@@ -188,8 +190,20 @@ def test_generate_corrections_are_learned(make_learner):
 
     start = nll()
     for step in range(8):
-        learner.learn([Example(f"e{step}-{i}", "r", "generate", "correction", text="capital of France?",
-                               served_text="Rome", correction="Paris") for i in range(4)])
+        learner.learn(
+            [
+                Example(
+                    f"e{step}-{i}",
+                    "r",
+                    "generate",
+                    "correction",
+                    text="capital of France?",
+                    served_text="Rome",
+                    correction="Paris",
+                )
+                for i in range(4)
+            ]
+        )
     assert nll() < start - 0.5, (start, nll())
 
 
@@ -213,7 +227,7 @@ def test_boost_lr_raises_then_restores_the_learning_rate(synth, make_learner):
     assert reports[k].lr == lr and reports[k + 1].lr == pytest.approx(3 * lr)
     restored = next(i for i, r in enumerate(reports) if "lr_restored" in r.actions)
     assert restored == k + 4  # 64 events = 4 micro-batches after the drift
-    assert all(r.lr == pytest.approx(3 * lr) for r in reports[k + 1:restored + 1])
+    assert all(r.lr == pytest.approx(3 * lr) for r in reports[k + 1 : restored + 1])
     assert reports[restored + 1].lr == lr and learner.metrics()["lr"] == lr
     assert learner.metrics()["drifts"] >= 1
 
@@ -233,7 +247,7 @@ def test_branch_action_restarts_from_the_source(synth, make_learner):
     learner = make_learner(drift_actions="branch", branch_source=branch_source)
     examples = _error_jump(synth, 320, 96)
     for i in range(0, len(examples), 16):
-        report = learner.learn(examples[i:i + 16])
+        report = learner.learn(examples[i : i + 16])
         if report.drift:
             break
     assert report.actions == ("branch",) and len(calls) == 1
@@ -259,12 +273,19 @@ def _mixed_stream(synth, n: int) -> list[Example]:
     out = []
     for i, ex in enumerate(synth.labels(X, y, served)):
         if i % 5 == 3:
-            ex = synth.thumbs(X[i:i + 1], served[i:i + 1], [bool(served[i] == y[i])])[0]
+            ex = synth.thumbs(X[i : i + 1], served[i : i + 1], [bool(served[i] == y[i])])[0]
         elif i % 11 == 7:
-            ex = synth.thumbs(X[i:i + 1], served[i:i + 1], [None])[0]
+            ex = synth.thumbs(X[i : i + 1], served[i : i + 1], [None])[0]
         elif i % 13 == 5:
-            ex = Example(ex.event_id, ex.request_id, "generate", "correction", text=f"q{i}", served_text="a",
-                         correction=f"b{i % 3}")
+            ex = Example(
+                ex.event_id,
+                ex.request_id,
+                "generate",
+                "correction",
+                text=f"q{i}",
+                served_text="a",
+                correction=f"b{i % 3}",
+            )
         out.append(ex)
     return out
 
@@ -288,8 +309,9 @@ def test_state_round_trip_resumes_exactly(synth, make_learner, replay):
     restored.load_state_dict(snapshot)
     reports_r = _feed(restored, stream_b)
 
-    assert [(r.loss, r.errors, r.actions, r.lr) for r in reports_b] == \
-        [(r.loss, r.errors, r.actions, r.lr) for r in reports_r]
+    assert [(r.loss, r.errors, r.actions, r.lr) for r in reports_b] == [
+        (r.loss, r.errors, r.actions, r.lr) for r in reports_r
+    ]
     a, b = learner.model.adapter_state(0), restored.model.adapter_state(0)
     assert all(torch.equal(a[k], b[k]) for k in a)
     m, n = learner.metrics(), restored.metrics()

@@ -58,8 +58,9 @@ def test_lora_linear_merge_matches_dense_delta() -> None:
     torch.testing.assert_close(layer(x, None), expected)
 
 
-def test_state_round_trip_through_safetensors(model: MoETransformer, cfg: ModelConfig,
-                                              randomize_adapter, tmp_path: Path) -> None:
+def test_state_round_trip_through_safetensors(
+    model: MoETransformer, cfg: ModelConfig, randomize_adapter, tmp_path: Path
+) -> None:
     randomize_adapter(model, 0)
     f = torch.randn(3, cfg.n_features)
     expected = model(features=f, adapter_ids=torch.zeros(3, dtype=torch.long))
@@ -121,8 +122,9 @@ def test_rank_mismatch_is_rejected(model: MoETransformer, cfg: ModelConfig, tmp_
         model.load_adapter(path, 0)
 
 
-def test_mixed_adapter_batch_equals_rows_run_alone(model: MoETransformer, cfg: ModelConfig,
-                                                   randomize_adapter, tokens) -> None:
+def test_mixed_adapter_batch_equals_rows_run_alone(
+    model: MoETransformer, cfg: ModelConfig, randomize_adapter, tokens
+) -> None:
     for slot in (0, 1, 2):
         randomize_adapter(model, slot)
     ids = torch.tensor([0, 1, -1, 2, 1])
@@ -134,12 +136,15 @@ def test_mixed_adapter_batch_equals_rows_run_alone(model: MoETransformer, cfg: M
     }
     for i in range(5):
         one = ids[i : i + 1]
-        torch.testing.assert_close(model(tokens=t[i : i + 1], adapter_ids=one), outs["cls"][i : i + 1],
-                                   rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(model(tokens=t[i : i + 1], adapter_ids=one, head="lm"),
-                                   outs["lm"][i : i + 1], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(model(features=f[i : i + 1], adapter_ids=one), outs["feat"][i : i + 1],
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            model(tokens=t[i : i + 1], adapter_ids=one), outs["cls"][i : i + 1], rtol=1e-4, atol=1e-5
+        )
+        torch.testing.assert_close(
+            model(tokens=t[i : i + 1], adapter_ids=one, head="lm"), outs["lm"][i : i + 1], rtol=1e-4, atol=1e-5
+        )
+        torch.testing.assert_close(
+            model(features=f[i : i + 1], adapter_ids=one), outs["feat"][i : i + 1], rtol=1e-4, atol=1e-5
+        )
     # and the rows really differ by adapter (else the test proves nothing)
     assert (outs["feat"][1] - model(features=f[1:2])[0]).abs().amax() > 1e-3
 

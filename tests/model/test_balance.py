@@ -9,9 +9,7 @@ import torch
 from cl.model import ModelConfig, MoETransformer, Router
 
 
-def _skewed_router(
-    cfg: ModelConfig, seed: int = 0, strength: float = 1.0
-) -> tuple[Router, torch.Tensor, torch.Tensor]:
+def _skewed_router(cfg: ModelConfig, seed: int = 0, strength: float = 1.0) -> tuple[Router, torch.Tensor, torch.Tensor]:
     """A router whose expert 0 wins for nearly every token, a fixed batch, the input direction."""
     g = torch.Generator().manual_seed(seed)
     router = Router(cfg)

@@ -6,18 +6,20 @@ import dataclasses
 
 import torch
 
-from cl.model.base_model import BASE_BIAS, base_state, build_base_model, save_base_weights
-from cl.learning.base_training import train_base
 from cl.config import ModelSection
+from cl.learning.base_training import train_base
 from cl.learning.example import Example
+from cl.model.base_model import BASE_BIAS, base_state, build_base_model, save_base_weights
 
 
 def _examples(n: int, section: ModelSection) -> list[Example]:
     g = torch.Generator().manual_seed(5)
     x = torch.randn(n, section.n_features, generator=g)
     labels = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
-    return [Example(f"e{i}", f"r{i}", "predict", "label", features=tuple(x[i].tolist()), target=int(labels[i]))
-            for i in range(n)]  # fmt: skip
+    return [
+        Example(f"e{i}", f"r{i}", "predict", "label", features=tuple(x[i].tolist()), target=int(labels[i]))
+        for i in range(n)
+    ]
 
 
 def test_a_trained_base_rebuilds_exactly_with_its_bias_row_for_any_number_of_slots(tmp_path):

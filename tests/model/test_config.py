@@ -27,13 +27,30 @@ def test_preset_overrides_apply() -> None:
 
 def test_all_problems_are_reported_at_once() -> None:
     with pytest.raises(ModelConfigError) as info:
-        ModelConfig(d_model=30, n_heads=4, top_k=9, pool="max", lora_targets=("q", "mlp"),
-                    balance_rate=-1.0, sliding_window=0, router_score="relu", n_labels=0)
+        ModelConfig(
+            d_model=30,
+            n_heads=4,
+            top_k=9,
+            pool="max",
+            lora_targets=("q", "mlp"),
+            balance_rate=-1.0,
+            sliding_window=0,
+            router_score="relu",
+            n_labels=0,
+        )
     err = info.value
     assert isinstance(err, ValueError)
     text = str(err)
-    for field in ("d_model", "top_k", "pool", "lora_targets", "balance_rate", "sliding_window",
-                  "router_score", "n_labels"):
+    for field in (
+        "d_model",
+        "top_k",
+        "pool",
+        "lora_targets",
+        "balance_rate",
+        "sliding_window",
+        "router_score",
+        "n_labels",
+    ):
         assert field in text, f"{field} missing from:\n{text}"
     assert len(err.problems) == 8
     assert "'mlp'" in text  # names the bad target and lists the valid ones

@@ -46,8 +46,7 @@ def test_right_padding_does_not_change_classification(pool: str, tokens) -> None
 def test_left_padding_does_not_change_lm_logits(model: MoETransformer, tokens) -> None:
     t = tokens(1, 6, seed=6)
     padded = torch.cat((torch.full((1, 3), ByteTokenizer.pad_id), t), dim=1)
-    torch.testing.assert_close(model(tokens=t, head="lm"), model(tokens=padded, head="lm")[:, 3:],
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(model(tokens=t, head="lm"), model(tokens=padded, head="lm")[:, 3:], rtol=0, atol=1e-5)
 
 
 def test_sliding_window_limits_the_view(tokens) -> None:

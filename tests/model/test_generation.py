@@ -78,11 +78,11 @@ def test_finished_rows_get_pad_while_others_continue(model: MoETransformer, prom
     seen_mixed = False
     for seed in range(40):
         out = model.generate(prompts, max_new_tokens=6, temperature=1.0, seed=seed)
-        gen = out[:, prompts.shape[1]:].tolist()
+        gen = out[:, prompts.shape[1] :].tolist()
         ends = [row.index(eos) if eos in row else None for row in gen]
         for row, end in zip(gen, ends):
             if end is not None:
-                assert all(t == pad for t in row[end + 1:]), row
+                assert all(t == pad for t in row[end + 1 :]), row
             assert pad not in row[: end if end is not None else len(row)], row
         if any(e is not None and e + 1 < len(gen[0]) for e in ends) and any(
             e is None or e + 1 == len(gen[0]) for e in ends
@@ -96,7 +96,7 @@ def test_specials_are_never_generated(model: MoETransformer, prompts: torch.Tens
         for special in (ByteTokenizer.pad_id, ByteTokenizer.bos_id, ByteTokenizer.cls_id):
             model.lm_head.bias[special] = 30.0
     out = model.generate(prompts, max_new_tokens=5, temperature=1.0, seed=0, stop_at_eos=False)
-    new = out[:, prompts.shape[1]:]
+    new = out[:, prompts.shape[1] :]
     assert not torch.isin(new, torch.tensor([ByteTokenizer.pad_id, ByteTokenizer.bos_id, ByteTokenizer.cls_id])).any()
 
 
@@ -122,13 +122,17 @@ def test_only_ascii_bytes_are_generated(model: MoETransformer, prompts: torch.Te
     with torch.no_grad():
         model.lm_head.bias[0x80:0x100] = 30.0  # the model wants nothing but non-ASCII
     out = model.generate(prompts, max_new_tokens=5, temperature=1.0, seed=0, stop_at_eos=False)
-    new = out[:, prompts.shape[1]:]
+    new = out[:, prompts.shape[1] :]
     assert bool(((new < 0x80) | (new == ByteTokenizer.eos_id)).all())
     text = ByteTokenizer().decode(new[0].tolist())
-    assert ByteTokenizer().encode(text, bos=False, eos=False) == [t for t in new[0].tolist() if t != ByteTokenizer.eos_id]
+    assert ByteTokenizer().encode(text, bos=False, eos=False) == [
+        t for t in new[0].tolist() if t != ByteTokenizer.eos_id
+    ]
 
 
 @pytest.mark.parametrize("temperature", [1e-30, 1e-4, 100.0])
-def test_extreme_temperatures_give_tokens_not_errors(model: MoETransformer, prompts: torch.Tensor, temperature: float) -> None:
+def test_extreme_temperatures_give_tokens_not_errors(
+    model: MoETransformer, prompts: torch.Tensor, temperature: float
+) -> None:
     out = model.generate(prompts, max_new_tokens=3, temperature=temperature, seed=0, stop_at_eos=False)
-    assert out.shape[1] == prompts.shape[1] + 3 and bool((out[:, prompts.shape[1]:] < 0x80).all())
+    assert out.shape[1] == prompts.shape[1] + 3 and bool((out[:, prompts.shape[1] :] < 0x80).all())

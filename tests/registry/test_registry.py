@@ -20,15 +20,24 @@ def registry(stack) -> AdapterRegistry:
 
 def _adapter(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"blocks.0.attn.q.lora_a": torch.randn(1, 4, 32, generator=g), "blocks.0.attn.q.lora_b": torch.randn(1, 32, 4, generator=g)}
+    return {
+        "blocks.0.attn.q.lora_a": torch.randn(1, 4, 32, generator=g),
+        "blocks.0.attn.q.lora_b": torch.randn(1, 32, 4, generator=g),
+    }
 
 
 def test_publish_load_round_trip_with_state_tags_and_metrics(registry: AdapterRegistry):
     assert registry.latest_version() is None
     run_id = registry.start_run("learner-test", params={"lr": 0.01})
     state = {"optimizer": {"step": torch.tensor(3.0)}, "offsets": {"cl.feedback:0": 12}, "events_seen": 40}
-    v1 = registry.publish(_adapter(1), tags={"events_seen": "40", "parent_version": ""}, metrics={"loss": 0.7},
-                          learner_state=state, run_id=run_id, step=40)  # fmt: skip
+    v1 = registry.publish(
+        _adapter(1),
+        tags={"events_seen": "40", "parent_version": ""},
+        metrics={"loss": 0.7},
+        learner_state=state,
+        run_id=run_id,
+        step=40,
+    )
     v2 = registry.publish(_adapter(2), tags={"events_seen": "80", "parent_version": v1}, run_id=run_id, step=80)
     assert (v1, v2) == ("1", "2") and registry.latest_version() == "2"
 

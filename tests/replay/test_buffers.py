@@ -261,8 +261,15 @@ def filled(n: int) -> ReservoirBuffer:
 @pytest.mark.parametrize(
     ("n_new", "ratio", "n_replayed"),
     [
-        (8, 1.0, 8), (8, 0.5, 4), (5, 0.5, 3), (3, 0.5, 2), (1, 0.5, 1),
-        (10, 0.25, 3), (4, 0.0, 0), (0, 2.0, 0), (6, 3.0, 18),
+        (8, 1.0, 8),
+        (8, 0.5, 4),
+        (5, 0.5, 3),
+        (3, 0.5, 2),
+        (1, 0.5, 1),
+        (10, 0.25, 3),
+        (4, 0.0, 0),
+        (0, 2.0, 0),
+        (6, 3.0, 18),
     ],
 )
 def test_mix_batch_counts_round_half_up(n_new, ratio, n_replayed):

@@ -43,7 +43,15 @@ def test_bad_values_are_all_reported_with_key_and_fix():
     with pytest.raises(ConfigError) as err:
         load_config(path=None, env=env)
     text = str(err.value)
-    for key in ("alpha", "canary_steps", "min_events", "mixing_sd", "max_error_rate", "forgetting_max_drop", "memory_users"):
+    for key in (
+        "alpha",
+        "canary_steps",
+        "min_events",
+        "mixing_sd",
+        "max_error_rate",
+        "forgetting_max_drop",
+        "memory_users",
+    ):
         assert f"rollout.{key}" in text, key
     assert "CL_ROLLOUT_MEMORY_USERS" in text and "use e.g. '0.1,0.5,1.0'" in text
     assert len(err.value.problems) == 7

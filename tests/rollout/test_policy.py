@@ -123,7 +123,9 @@ def test_needs_evaluation_is_said_once_then_promotion_follows_the_score():
 
 
 def test_advancing_is_blocked_while_errors_are_high_but_too_few_to_roll_back():
-    p = policy(canary_steps="0.5,1.0", min_events=5, min_step_events=5, error_min_requests=1000, noninferiority_margin=0.3)
+    p = policy(
+        canary_steps="0.5,1.0", min_events=5, min_step_events=5, error_min_requests=1000, noninferiority_margin=0.3
+    )
     p.start("8", now=0.0)
     p.observe_requests("8", 100, 10)
     feed(p, "7", [1] * 50)
@@ -159,8 +161,12 @@ def test_manual_promote_rollback_and_traffic():
     p.rollback(now=5.0)  # no rollout: the champion goes back to the one before it
     assert p.champion == "8"
     p.rollback_to("7", now=6.0)  # or to any named version
-    assert p.champion == "7" and p.history[-1] == {"version": "7", "since": 6.0, "action": "rollback",
-                                                  "reason": "manual rollback"}  # fmt: skip
+    assert p.champion == "7" and p.history[-1] == {
+        "version": "7",
+        "since": 6.0,
+        "action": "rollback",
+        "reason": "manual rollback",
+    }
     with pytest.raises(ValueError, match="no previous champion to roll back to; name a version with rollback_to"):
         p.rollback(now=7.0)
 

@@ -31,19 +31,36 @@ def secured(stack, stack_environ, tmp_path_factory):
     values["app"] = f"acc{tag}"
     values["mlflow"]["model_name"] = f"acc{tag}-adapter"
     values["kafka"]["topic_prefix"] = f"acc{tag}"
-    values["serve"].update(serve_new_versions=False, replica_num_cpus=0.5, max_text_chars=64, max_new_tokens=8,
-                           max_body_bytes=2048)  # fmt: skip
-    values["auth"].update(enabled=True, keys_file=str(folder / "keys.json"), audit_file=str(folder / "audit.jsonl"),
-                          feedback_rate_per_s=0.5, feedback_burst=3)  # fmt: skip
+    values["serve"].update(
+        serve_new_versions=False, replica_num_cpus=0.5, max_text_chars=64, max_new_tokens=8, max_body_bytes=2048
+    )
+    values["auth"].update(
+        enabled=True,
+        keys_file=str(folder / "keys.json"),
+        audit_file=str(folder / "audit.jsonl"),
+        feedback_rate_per_s=0.5,
+        feedback_burst=3,
+    )
     config = Config.from_dict(values)
     KafkaBroker(config).create_topics()
     store = KeyStore(config.keys_path)
-    keys = {name: store.create(name, roles)[0] for name, roles in {
-        "predictor": {"predict": None}, "rater": {"feedback": None}, "ops": {"admin": None},
-        "rater2": {"feedback": None}}.items()}  # fmt: skip
-    env = {**stack_environ, "CL_AUTH_ENABLED": "true", "CL_AUTH_KEYS_FILE": str(config.keys_path),
-           "CL_AUTH_AUDIT_FILE": str(config.audit_path), "CL_KAFKA_TOPIC_PREFIX": config.kafka.topic_prefix,
-           "CL_APP": config.app}  # fmt: skip
+    keys = {
+        name: store.create(name, roles)[0]
+        for name, roles in {
+            "predictor": {"predict": None},
+            "rater": {"feedback": None},
+            "ops": {"admin": None},
+            "rater2": {"feedback": None},
+        }.items()
+    }
+    env = {
+        **stack_environ,
+        "CL_AUTH_ENABLED": "true",
+        "CL_AUTH_KEYS_FILE": str(config.keys_path),
+        "CL_AUTH_AUDIT_FILE": str(config.audit_path),
+        "CL_KAFKA_TOPIC_PREFIX": config.kafka.topic_prefix,
+        "CL_APP": config.app,
+    }
     url = deploy(config)
     deadline = time.monotonic() + 60
     while httpx.get(f"{url}/healthz", timeout=10).status_code != 200:
@@ -138,8 +155,12 @@ def test_every_limit_is_a_4xx_naming_it(secured):
             yield b"y" * 500
         yield b'"}'
 
-    r = httpx.post(f"{url}/v1/predict", content=chunks(), headers={"Authorization": f"Bearer {key}",
-                                                                    "Content-Type": "application/json"}, timeout=30)
+    r = httpx.post(
+        f"{url}/v1/predict",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=30,
+    )
     assert (r.status_code, _entry(r)["type"]) == (413, "body_too_large")  # no Content-Length: counted as it came
     cases = [
         ("/v1/predict", {"text": "x" * 65}, "text", "serve.max_text_chars"),

@@ -99,7 +99,9 @@ def test_health_and_openapi(served):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["app"] == "servetest"
     doc = client.get("/openapi.json").json()
-    assert {"/v1/predict", "/v1/generate", "/v1/completions", "/v1/feedback", "/v1/models", "/healthz"} <= set(doc["paths"])
+    assert {"/v1/predict", "/v1/generate", "/v1/completions", "/v1/feedback", "/v1/models", "/healthz"} <= set(
+        doc["paths"]
+    )
     assert "202" in doc["paths"]["/v1/feedback"]["post"]["responses"]
 
 
@@ -159,14 +161,19 @@ def test_an_openai_client_gets_completions_that_feedback_can_rate(served):
 
     r = client.post("/v1/feedback", json={"request_id": done.id, "thumbs": "up"})
     assert r.status_code == 202, r.text
-    event = _find_on_topic(config.kafka.bootstrap_servers, config.topics.requests, lambda e: e.get("request_id") == done.id)
+    event = _find_on_topic(
+        config.kafka.bootstrap_servers, config.topics.requests, lambda e: e.get("request_id") == done.id
+    )
     assert event["kind"] == "generate" and event["output"]["text"] == done.choices[0].text
 
     with pytest.raises(openai.UnprocessableEntityError) as refused:
         oa.completions.create(model="gpt-4", prompt="hi")
     assert refused.value.body["param"] == "model" and "GET /v1/models" in refused.value.body["message"]
-    for body, field in (({"prompt": "hi", "stream": True}, "stream"), ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
-                        ({"prompt": "hi", "max_tokens": 100_000}, "max_tokens")):  # fmt: skip
+    for body, field in (
+        ({"prompt": "hi", "stream": True}, "stream"),
+        ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "hi", "max_tokens": 100_000}, "max_tokens"),
+    ):
         r = client.post("/v1/completions", json=body)
         assert r.status_code == 422 and r.json()["error"]["param"] == field and _detail(r)[0]["field"] == field, r.text
 
@@ -204,7 +211,9 @@ def test_feedback_is_on_the_topic_before_202(served):
     accepted = r.json()
     assert accepted["request_id"] == request_id and accepted["event_id"]
     event = _find_on_topic(
-        config.kafka.bootstrap_servers, config.topics.feedback, lambda e: e.get("event_id") == accepted["event_id"],
+        config.kafka.bootstrap_servers,
+        config.topics.feedback,
+        lambda e: e.get("event_id") == accepted["event_id"],
         timeout_s=10.0,
     )
     assert event["_key"] == request_id and event["rating"] == 5 and event["schema_version"] == 1
@@ -232,8 +241,8 @@ def test_invalid_feedback_gets_422_naming_the_field(served, body, field, words):
 
 
 def test_a_published_version_is_served_within_seconds(served):
-    from cl.model.base_model import build_base_model
     from cl.events import LifecycleEvent
+    from cl.model.base_model import build_base_model
     from cl.registry import AdapterRegistry
     from streams import EventProducer
 
@@ -315,20 +324,27 @@ def test_prometheus_metrics_count_requests_batches_feedback_and_expert_load(serv
     app = {"application": config.app}
 
     def ready(samples) -> bool:
-        return (total(samples, "ray_cl_requests_total", endpoint="predict", status="200", **app) > 0
-                and total(samples, "ray_cl_feedback_total", outcome="invalid", **app) > 0
-                and total(samples, "ray_cl_expert_load_share", **app) > 0)  # fmt: skip
+        return (
+            total(samples, "ray_cl_requests_total", endpoint="predict", status="200", **app) > 0
+            and total(samples, "ray_cl_feedback_total", outcome="invalid", **app) > 0
+            and total(samples, "ray_cl_expert_load_share", **app) > 0
+        )
 
     samples = wait_for(config.ray.metrics_url, ready)
-    versions = {labels["version"] for name, labels, _ in samples
-                if name == "ray_cl_requests_total" and labels.get("application") == config.app}  # fmt: skip
+    versions = {
+        labels["version"]
+        for name, labels, _ in samples
+        if name == "ray_cl_requests_total" and labels.get("application") == config.app
+    }
     assert "base" in versions and len(versions) >= 2, versions  # base and the published version
     assert total(samples, "ray_cl_requests_total", endpoint="generate", arm="champion", **app) > 0
     assert total(samples, "ray_cl_requests_total", endpoint="completions", **app) > 0
     assert total(samples, "ray_cl_request_latency_ms_count", endpoint="predict", version="base", **app) > 0
     assert total(samples, "ray_cl_feedback_total", outcome="accepted", **app) > 0
     assert total(samples, "ray_cl_batch_size_count", method="predict", **app) > 0
-    assert total(samples, "ray_cl_batch_size_sum", method="predict", **app) > 0  # sum and count are exported apart: no ratio
+    assert (
+        total(samples, "ray_cl_batch_size_sum", method="predict", **app) > 0
+    )  # sum and count are exported apart: no ratio
     assert total(samples, "ray_cl_adapter_loads_total", **app) >= 1
     shares: dict[str, float] = {}
     for name, labels, value in samples:

@@ -45,7 +45,10 @@ def test_loc_of_splits_dotted_paths():
 def test_field_error_shape():
     r = field_error("features", "got 2 values")
     assert r.status_code == 422
-    assert r.body == b'{"detail":[{"type":"value_error","loc":["body","features"],"field":"features","msg":"got 2 values"}]}'
+    assert (
+        r.body
+        == b'{"detail":[{"type":"value_error","loc":["body","features"],"field":"features","msg":"got 2 values"}]}'
+    )
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,16 @@ def test_an_idle_replica_keeps_exporting_its_last_expert_load():
 
     m = ReplicaMetrics()
     m.expert_share, m.expert_violation = Recorder(), Recorder()
-    m.expert_load({"layer0": {"tokens": 10, "share": [0.75, 0.25], "max_violation": 0.5},
-                   "layer1": {"tokens": 0, "share": [0.0, 0.0], "max_violation": 0.0}})  # fmt: skip
-    assert m.expert_share.calls == [(0.75, {"layer": "layer0", "expert": "0"}), (0.25, {"layer": "layer0", "expert": "1"})]
+    m.expert_load(
+        {
+            "layer0": {"tokens": 10, "share": [0.75, 0.25], "max_violation": 0.5},
+            "layer1": {"tokens": 0, "share": [0.0, 0.0], "max_violation": 0.0},
+        }
+    )
+    assert m.expert_share.calls == [
+        (0.75, {"layer": "layer0", "expert": "0"}),
+        (0.25, {"layer": "layer0", "expert": "1"}),
+    ]
     m.expert_share.calls.clear()
     m.expert_load({"layer0": {"tokens": 0, "share": [0.0, 0.0], "max_violation": 0.0}})  # idle since
     assert [v for v, _ in m.expert_share.calls] == [0.75, 0.25] and m.expert_violation.calls[-1][0] == 0.5
@@ -70,7 +77,9 @@ def test_the_middleware_counts_every_answer_with_the_version_and_arm_its_handler
     for path in ("/v1/predict", "/v1/feedback", "/healthz"):
         asyncio.run(call(path))
     tags = [t for _, t in recorded.requests.calls]
-    assert tags == [{"endpoint": "predict", "version": "7", "arm": "challenger", "status": "200"},
-                    {"endpoint": "feedback", "version": "none", "arm": "none", "status": "422"}]  # fmt: skip
+    assert tags == [
+        {"endpoint": "predict", "version": "7", "arm": "challenger", "status": "200"},
+        {"endpoint": "feedback", "version": "none", "arm": "none", "status": "422"},
+    ]
     assert recorded.feedback.calls == [(1, {"outcome": "invalid"})] and len(recorded.latency.calls) == 2
     metrics._ingress.clear()

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from cl.model.base_model import build_base_model
 from cl.config import Config
+from cl.model.base_model import build_base_model
 from serve.model_server import ModelServer
 from tests.serving.conftest import random_adapter
 
@@ -106,12 +106,14 @@ def test_requests_pin_versions_and_mixed_batches_match_single_requests(section, 
 def test_one_bad_request_does_not_fail_its_batch(section, registry):
     server = ModelServer(_config(section), registry)
     server.start()
-    out = server.predict([
-        {"features": FEATURES},
-        {"features": [1.0]},
-        {"features": FEATURES, "model_version": "99"},
-        {"text": "hi"},
-    ])
+    out = server.predict(
+        [
+            {"features": FEATURES},
+            {"features": [1.0]},
+            {"features": FEATURES, "model_version": "99"},
+            {"text": "hi"},
+        ]
+    )
     assert out[0]["model_version"] == "3" and out[3]["model_version"] == "3"
     assert out[1]["error"]["field"] == "features" and out[1]["error"]["status"] == 422
     assert out[2]["error"]["field"] == "model_version" and "not registered" in out[2]["error"]["message"]
@@ -128,11 +130,13 @@ def test_versions_of_another_base_are_refused(section, registry):
 def test_generate_returns_text_and_version(section, registry):
     server = ModelServer(_config(section), registry)
     server.start()
-    out = server.generate([
-        {"prompt": "hi", "max_new_tokens": 4},
-        {"prompt": "hi", "max_new_tokens": 4, "model_version": "base"},
-        {"prompt": "hi", "max_new_tokens": 10_000},
-    ])
+    out = server.generate(
+        [
+            {"prompt": "hi", "max_new_tokens": 4},
+            {"prompt": "hi", "max_new_tokens": 4, "model_version": "base"},
+            {"prompt": "hi", "max_new_tokens": 10_000},
+        ]
+    )
     assert out[0]["model_version"] == "3" and isinstance(out[0]["text"], str)
     assert out[1]["model_version"] == "base"
     assert out[2]["error"]["field"] == "max_new_tokens"

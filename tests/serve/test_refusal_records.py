@@ -26,9 +26,17 @@ def test_a_refusal_on_another_path_is_recorded_at_once_and_a_repeat_is_counted(t
     access = Access(config, announce=announced.append)
 
     async def refusals() -> list:
-        return [await access.admit(_request(path, key), role) for path, role in (
-            ("/v1/feedback", "feedback"), ("/v1/feedback", "feedback"), ("/v1/feedback", "feedback"),
-            ("/v1/admin/promote", "admin"), ("/v1/predict", "predict"), ("/v1/admin/promote", "admin"))]  # fmt: skip
+        return [
+            await access.admit(_request(path, key), role)
+            for path, role in (
+                ("/v1/feedback", "feedback"),
+                ("/v1/feedback", "feedback"),
+                ("/v1/feedback", "feedback"),
+                ("/v1/admin/promote", "admin"),
+                ("/v1/predict", "predict"),
+                ("/v1/admin/promote", "admin"),
+            )
+        ]
 
     answers = asyncio.run(refusals())
     assert [getattr(a, "status_code", 200) for a in answers] == [403, 403, 403, 403, 200, 403]

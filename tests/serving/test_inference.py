@@ -104,7 +104,9 @@ def test_predict_checks_name_the_field(model, item, field, words):
 
 def test_text_over_the_model_token_budget(model):
     text = "é" * 70  # 140 UTF-8 bytes: within max_text_chars, over max_seq_len
-    with pytest.raises(InputError, match=r"text: 141 tokens .*limit of 127 \(max_seq_len=128 minus CLS\).* at most 126 bytes"):
+    with pytest.raises(
+        InputError, match=r"text: 141 tokens .*limit of 127 \(max_seq_len=128 minus CLS\).* at most 126 bytes"
+    ):
         check_predict(PredictItem(text=text), model.config, Limits(max_text_chars=1000))
     check_predict(PredictItem(text="é" * 63), model.config, Limits(max_text_chars=1000))  # 127 tokens fit
 

@@ -101,8 +101,27 @@ def test_cl_profile_json_has_one_row_per_batch_size(capsys):
 
 
 def test_cl_profile_text_table_and_progress_on_stderr(capsys):
-    code = main(["profile", "--preset", "tiny", "--batch-size", "2", "--seq-len", "4", "--new-tokens", "2",
-                 "--iters", "2", "--warmup", "0", "--adapters", "2", "--device", "cpu"])  # fmt: skip
+    code = main(
+        [
+            "profile",
+            "--preset",
+            "tiny",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "4",
+            "--new-tokens",
+            "2",
+            "--iters",
+            "2",
+            "--warmup",
+            "0",
+            "--adapters",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "p50 / p95 / p99 ms" in out.out and "RSS" in out.out

@@ -144,8 +144,12 @@ def test_implements_protocol(subject):
 @pytest.mark.parametrize("subject", SUBJECTS, ids=ids(SUBJECTS))
 def test_inputs_drive_observable_behaviour(subject):
     """Guard for the checks below: the traces they compare must not be trivial."""
-    trace = drive(subject, subject.make(0), make_examples() if subject.family == "replay" else make_error_stream(),
-                  np.random.default_rng(5))
+    trace = drive(
+        subject,
+        subject.make(0),
+        make_examples() if subject.family == "replay" else make_error_stream(),
+        np.random.default_rng(5),
+    )
     if subject.family == "replay":
         assert len(trace) > 50 and trace[-1], trace[-1]
     else:
@@ -304,7 +308,7 @@ def test_update_losses_ignores_evicted_keys_and_checks_its_input(subject):
     before = buf.state_dict()
     buf.update_losses([10_000, -3], [0.5, 0.5])  # never stored
     assert buf.state_dict() == before
-    (key, _), = buf.sample(1, np.random.default_rng(0), return_keys=True)
+    ((key, _),) = buf.sample(1, np.random.default_rng(0), return_keys=True)
     buf.update_losses([key], [0.123])
     state = buf.state_dict()
     assert state["losses"][state["keys"].index(key)] == 0.123
