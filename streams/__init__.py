@@ -1,4 +1,7 @@
-"""Kafka: producing events, reading with manual offsets, joining feedback, dead letters."""
+"""Kafka: producing events, reading with manual offsets, joining feedback, dead letters.
+
+``streams.eval_feed`` (not imported here: it loads torch) carries the evaluation streams.
+"""
 
 from streams.dead_letter import DeadLetters
 from streams.errors import ProduceError

@@ -18,10 +18,10 @@ OURS = ("cl", "kernels", "streams", "infra", "learners", "serve", "bench", "test
 MAY_IMPORT = {
     "kernels": set(),
     "cl": {"kernels"},
-    "streams": {"cl", "kernels"},
-    "infra": {"cl", "kernels"},
-    "learners": {"cl", "kernels", "streams"},
-    "serve": {"cl", "kernels", "streams"},
+    "streams": {"cl"},
+    "infra": {"cl"},
+    "learners": {"cl", "streams"},
+    "serve": {"cl", "streams"},
 }
 COMPOSITION_ROOT = "cl/cli/"  # may import anything, lazily
 
