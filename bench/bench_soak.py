@@ -24,19 +24,21 @@ running stack (``cl up``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import numpy as np
 import psutil
 
 from bench.bench_online import fresh_config
+from cl.client import Client, ServiceError
 from cl.config import Config, load_config
 from cl.testing.simulated_users import SimulatedUsers
 
@@ -52,7 +54,6 @@ __all__ = [
     "summarize",
 ]
 
-RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_RETRIES = 5
 FIRST_BACKOFF_S = 0.2
 MB = 1024 * 1024
@@ -86,10 +87,33 @@ class Call:
         return self.status is not None and 200 <= self.status < 300
 
 
+class _CountingTransport(httpx.BaseTransport):
+    """Counts the attempts that got a 5xx or no answer: what the client's retries hid."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.failures = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = self.inner.handle_request(request)
+        except httpx.TransportError:
+            self.failures += 1
+            raise
+        if response.status_code >= 500:
+            self.failures += 1
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class RetryingClient:
-    """An HTTP client that retries as the service documents: on 503, a connection error, 502
-    or 504 it resends the same request up to ``MAX_RETRIES`` times, waiting 0.2 s, 0.4 s, ...
-    or the server's ``Retry-After`` when that is longer.
+    """The SDK (:class:`cl.client.Client`) retrying as the service documents, each call timed.
+
+    On 503, a connection error, 502 or 504 it resends the same request up to ``MAX_RETRIES``
+    times, waiting 0.2 s, 0.4 s, ... or the server's ``Retry-After``; a counting transport
+    records the attempts the retries hid. One per thread: the count is per client.
 
     Args:
         url: The service's base URL.
@@ -97,46 +121,29 @@ class RetryingClient:
     """
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=url, timeout=timeout_s)
+        self._transport = _CountingTransport()
+        self.client = Client(url, api_key="", timeout=timeout_s, retries=MAX_RETRIES, backoff_s=FIRST_BACKOFF_S,
+                             transport=self._transport)  # fmt: skip
 
-    def post(self, kind: str, path: str, body: dict[str, Any]) -> Call:
-        """POST ``body`` to ``path``, retrying as documented; never raises for HTTP or transport errors."""
-        started = time.monotonic()
-        raw_failures = 0
-        for attempt in range(MAX_RETRIES + 1):
-            retry_after = 0.0
-            try:
-                response = self.http.post(path, json=body)
-            except httpx.TransportError:
-                status, answer = None, {}
-            else:
-                status, answer = response.status_code, _json(response)
-                if status not in RETRY_STATUSES and status < 500:
-                    return Call(kind, started, time.monotonic() - started, status, raw_failures, answer)
-                retry_after = _seconds(response.headers.get("Retry-After"))
-            raw_failures += 1
-            if status is not None and status not in RETRY_STATUSES or attempt == MAX_RETRIES:
-                break  # a 500 is not retried: the request may have done harm; report it
-            time.sleep(max(FIRST_BACKOFF_S * 2**attempt, retry_after))
-        return Call(kind, started, time.monotonic() - started, status, raw_failures, answer)
+    def predict(self, features: list[float]) -> Call:
+        """``POST /v1/predict``; never raises for HTTP or transport errors."""
+        return self._call("predict", 200, lambda: self.client.predict(features=features))
+
+    def feedback(self, request_id: str, label: int, event_id: str) -> Call:
+        """``POST /v1/feedback`` with a corrected label; never raises for HTTP or transport errors."""
+        return self._call("feedback", 202, lambda: self.client.feedback(request_id, label=label, event_id=event_id))
+
+    def _call(self, kind: str, status: int, send: Callable[[], Any]) -> Call:
+        started, before = time.monotonic(), self._transport.failures
+        try:
+            answer, body = status, dataclasses.asdict(send())
+        except ServiceError as e:  # Unreachable too: its status is None
+            answer, body = e.status, {"detail": e.detail, "text": str(e)}
+        failures = self._transport.failures - before
+        return Call(kind, started, time.monotonic() - started, answer, failures, body)
 
     def close(self) -> None:
-        self.http.close()
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {"text": response.text[:500]}
-    return body if isinstance(body, dict) else {"json": body}
-
-
-def _seconds(header: str | None) -> float:
-    try:
-        return max(0.0, float(header)) if header else 0.0
-    except ValueError:
-        return 0.0  # an HTTP date: fall back to the backoff
+        self.client.close()
 
 
 # -- steady load --------------------------------------------------------------------------------
@@ -199,15 +206,10 @@ class SteadyLoad:
             while not self._stop.wait(max(0.0, next_at - time.monotonic())):
                 next_at = max(next_at + interval, time.monotonic())
                 x = users.query()
-                served = client.post("predict", "/v1/predict", {"features": [float(v) for v in x]})
+                served = client.predict([float(v) for v in x])
                 self._record(served)
                 if served.ok and rng.random() < self.feedback_share:
-                    body = {
-                        "request_id": served.body["request_id"],
-                        "label": int(users.truth(x)),
-                        "event_id": uuid.uuid4().hex,
-                    }
-                    self._record(client.post("feedback", "/v1/feedback", body))
+                    self._record(client.feedback(served.body["request_id"], int(users.truth(x)), uuid.uuid4().hex))
         finally:
             client.close()
 
