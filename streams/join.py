@@ -67,18 +67,18 @@ class FeedbackJoiner:
     # -- feeding --------------------------------------------------------------------------------
 
     def add_request(self, request: RequestEvent, *, now: float, partition: int = 0, offset: int = -1) -> JoinResult:
-        """Hold ``request``; release any feedback that was waiting for it."""
+        """Hold ``request``; release any feedback that was waiting for it (and is still in the window)."""
+        result = JoinResult([], [], self.expire(now))  # first: what is past the window joins nothing
         self._requests[request.request_id] = (request, partition, offset, now)
         self._requests.move_to_end(request.request_id)
-        result = JoinResult([], [], [])
         for feedback, _ in self._pending.pop(request.request_id, []):
             self._join(request, feedback, result)
-        result.unjoined += self.expire(now)
+        self._evict_requests(now)  # the count cap, now that one more is held
         return result
 
     def add_feedback(self, feedback: FeedbackEvent, *, now: float) -> JoinResult:
         """Join ``feedback`` now, hold it until its request comes, or drop it as a duplicate."""
-        result = JoinResult([], [], [])
+        result = JoinResult([], [], self.expire(now))  # first: a request past the window joins nothing
         if feedback.event_id in self._seen_set or any(
             f.event_id == feedback.event_id for f, _ in self._pending.get(feedback.request_id, [])
         ):
@@ -89,15 +89,11 @@ class FeedbackJoiner:
             self._join(held[0], feedback, result)
         else:
             self._pending.setdefault(feedback.request_id, []).append((feedback, now))
-        result.unjoined += self.expire(now)
         return result
 
     def expire(self, now: float) -> list[FeedbackEvent]:
         """Drop requests past the window; return feedback that waited too long for its request."""
-        while self._requests and (
-            len(self._requests) > self.max_requests or next(iter(self._requests.values()))[3] < now - self.max_age_s
-        ):
-            self._requests.popitem(last=False)
+        self._evict_requests(now)
         expired: list[FeedbackEvent] = []
         for request_id in list(self._pending):
             waiting = self._pending[request_id]
@@ -108,6 +104,13 @@ class FeedbackJoiner:
             else:
                 del self._pending[request_id]
         return expired
+
+    def _evict_requests(self, now: float) -> None:
+        """Drop the oldest requests while more than ``max_requests`` are held or they are past ``max_age_s``."""
+        while self._requests and (
+            len(self._requests) > self.max_requests or next(iter(self._requests.values()))[3] < now - self.max_age_s
+        ):
+            self._requests.popitem(last=False)
 
     def _join(self, request: RequestEvent, feedback: FeedbackEvent, result: JoinResult) -> None:
         if feedback.event_id in self._seen_set:

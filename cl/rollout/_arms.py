@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -60,7 +61,7 @@ class Challenger:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "Challenger":
-        values = dict(values)
+        values = copy.deepcopy(dict(values))  # the restored policy must not write into the caller's state
         values["stats"] = ArmStats(**values["stats"])
         return cls(**values)
 
