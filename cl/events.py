@@ -15,6 +15,10 @@ model                     topic                 what it says
 :class:`LifecycleEvent`   ``cl.events``         versions published, drift, promotions, ...
 ========================  ====================  ==========================================
 
+A lifecycle event's ``payload`` is a JSON object; :mod:`cl.lifecycle` has one typed model per
+``type`` that crosses processes (``VersionPublished``, ``Promoted``, ...), which producers and
+consumers use instead of building and reading the dict by hand.
+
 Example:
     >>> from cl.events import EventError, FeedbackEvent, parse_event
     >>> fb = parse_event(FeedbackEvent, b'{"request_id": "r-1", "thumbs": "up"}')
@@ -354,7 +358,10 @@ LIFECYCLE_TYPES: tuple[str, ...] = typing.get_args(LifecycleType)
 
 
 class LifecycleEvent(Event):
-    """Something that happened to a model or the rollout, announced on ``cl.events`` and kept in the audit log."""
+    """Something that happened to a model or the rollout, announced on ``cl.events`` and kept in the audit log.
+
+    Build and read ``payload`` through its type's model in :mod:`cl.lifecycle`.
+    """
 
     topic: ClassVar[str] = "cl.events"
 

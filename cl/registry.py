@@ -4,14 +4,20 @@ A version's artifacts are ``adapter.safetensors`` (what serving loads), optional
 ``learner_state.pt`` (what a learner resumes from: optimizer, replay, detector, offsets) and
 ``manifest.json`` (sha256 of each file). The adapter's checksum is also a version tag, so a
 corrupted or swapped artifact is refused before it is ever served.
+
+A version's tags are a :class:`~cl.versions.VersionTags` and versions order by
+:func:`~cl.versions.version_order`; both are re-exported here, and live in :mod:`cl.versions` so
+that what only compares versions or reads tags need not load MLflow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,18 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from safetensors.torch import load_file, save_file
 
-__all__ = ["AdapterIntegrityError", "AdapterRegistry", "VersionInfo"]
+from cl.versions import BASE_VERSION, VersionTagError, VersionTags, is_newer, version_order
+
+__all__ = [
+    "BASE_VERSION",
+    "AdapterIntegrityError",
+    "AdapterRegistry",
+    "VersionInfo",
+    "VersionTagError",
+    "VersionTags",
+    "is_newer",
+    "version_order",
+]
 
 ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "learner_state.pt"
@@ -35,13 +52,25 @@ class AdapterIntegrityError(RuntimeError):
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """One registered adapter version, as ``cl versions`` and ``GET /v1/models`` show it."""
+    """One registered adapter version, as ``cl versions`` and ``GET /v1/models`` show it.
+
+    ``tags`` are the raw strings (what ``GET /v1/models`` lists); :attr:`version_tags` reads them.
+    """
 
     version: str
     tags: dict[str, str]
     aliases: tuple[str, ...]
     created_ms: int
     run_id: str | None
+
+    @property
+    def version_tags(self) -> VersionTags:
+        """The tags, typed.
+
+        Raises:
+            VersionTagError: A tag does not parse; the message names it.
+        """
+        return VersionTags.from_tags(self.tags, version=self.version)
 
 
 def _sha256(path: Path) -> str:
@@ -95,7 +124,7 @@ class AdapterRegistry:
         self,
         adapter: dict[str, torch.Tensor],
         *,
-        tags: dict[str, str],
+        tags: VersionTags | Mapping[str, Any],
         metrics: dict[str, float] | None = None,
         learner_state: dict | None = None,
         run_id: str | None = None,
@@ -105,13 +134,14 @@ class AdapterRegistry:
 
         Args:
             adapter: what ``MoETransformer.adapter_state(slot)`` returns.
-            tags: lineage and bookkeeping (``base_version``, ``parent_version``, ``kafka_offsets``,
-                ``events_seen``, ``reason``); values are stored as strings.
+            tags: lineage and bookkeeping (:class:`~cl.versions.VersionTags`); a plain mapping is
+                read with ``VersionTags.from_tags``. ``adapter_sha256`` is set here.
             metrics: logged on the run at ``step``.
             learner_state: ``torch.save``-able plain state for resuming.
             run_id: the run to attach the artifacts to; a one-off run is made if None.
             step: the metrics' step (events seen, say).
         """
+        tags = tags if isinstance(tags, VersionTags) else VersionTags.from_tags(tags)
         self._ensure_model()
         own_run = run_id is None
         if own_run:
@@ -133,7 +163,7 @@ class AdapterRegistry:
             self.model_name,
             source=f"runs:/{run_id}/{artifact_path}",
             run_id=run_id,
-            tags={**{k: str(v) for k, v in tags.items()}, "adapter_sha256": manifest[ADAPTER_FILE]},
+            tags=dataclasses.replace(tags, adapter_sha256=manifest[ADAPTER_FILE]).to_tags(),
         )
         return str(version.version)
 
@@ -174,7 +204,7 @@ class AdapterRegistry:
             KeyError: no such version.
         """
         mv = self._model_version(version)
-        expected = (mv.tags or {}).get("adapter_sha256")
+        expected = VersionTags.from_tags(mv.tags, version=str(version)).adapter_sha256
         with tempfile.TemporaryDirectory() as tmp:
             path = self._fetch(mv, ADAPTER_FILE, Path(tmp))
             actual = _sha256(path)
@@ -213,7 +243,7 @@ class AdapterRegistry:
         for alias, version in aliases.items():
             by_version.setdefault(str(version), []).append(alias)
         infos = [self._info(mv, tuple(sorted(by_version.get(str(mv.version), [])))) for mv in found]
-        return sorted(infos, key=lambda v: int(v.version))
+        return sorted(infos, key=lambda v: version_order(v.version))
 
     def latest_version(self, source: str | None = None, scan: int = 200) -> str | None:
         """The highest version number, or None before the first publish.
@@ -231,7 +261,7 @@ class AdapterRegistry:
         except MlflowException:
             return None
         if source is not None:
-            found = [mv for mv in found if (mv.tags or {}).get("source", "online") == source]
+            found = [mv for mv in found if VersionTags.from_tags(mv.tags, version=str(mv.version)).line == source]
         return str(found[0].version) if found else None
 
     def alias_version(self, alias: str) -> str | None:

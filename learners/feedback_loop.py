@@ -8,9 +8,10 @@ newest version and seeks to its positions, so every event is applied exactly onc
 With several workers (``learner.workers``), each reads its share of the feedback partitions
 and every request partition (so feedback joins whichever partition a client posted it to).
 The workers move in lockstep: once per poll they exchange a small status, and from it all
-take the same decisions: step (together, averaging gradients, see
-:mod:`cl.learning.data_parallel`), snapshot or stop. A snapshot is one version holding every rank's
-part (:mod:`learners.rank_state`), registered by rank 0 before any rank commits.
+take the same decisions (:class:`cl.learning.schedule.LoopSchedule`): step (together,
+averaging gradients, see :mod:`cl.learning.data_parallel`), snapshot or stop. A snapshot is one
+version holding every rank's part (:mod:`learners.rank_state`), registered by rank 0 before
+any rank commits.
 
 If MLflow is down, the snapshot is not published: no rank commits, the events stay
 unpublished (a crash now would re-read them from the last version), learning goes on, and
@@ -26,24 +27,24 @@ user's cap, and every event of a quarantined user, go to the dead-letter topic i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from mlflow.exceptions import MlflowException
 
 from cl.config import Config
-from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
+from cl.events import EventError, FeedbackEvent, RequestEvent, parse_event
 from cl.learning.data_parallel import RankGroup, current_group
 from cl.learning.example import Example
 from cl.learning.feedback_guard import FeedbackGuard
 from cl.learning.online_learner import OnlineLearner, StepReport
+from cl.learning.schedule import LoopLimits, LoopSchedule
+from cl.lifecycle import DriftDetected, UserQuarantined, VersionPublished
 from cl.model.base_model import build_base_model
-from cl.registry import AdapterRegistry
+from cl.registry import AdapterRegistry, VersionTags
 from cl.testing.failpoints import failpoint
 from learners.metrics import LearnerMetrics
 from learners.rank_state import merge_metrics, merge_positions, rank_parts, share_for_rank
@@ -61,26 +62,6 @@ MLFLOW_CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_RE
 
 class SnapshotNotPublished(RuntimeError):
     """The registry did not take a snapshot; no rank committed its offsets."""
-
-
-@dataclass(frozen=True)
-class RankStatus:
-    """What one rank tells the others once per poll; every decision is taken from all of them."""
-
-    pending: int  # examples waiting in its micro-batch
-    ready: bool  # its micro-batch is full or has waited max_wait_s
-    events: int  # events it has applied so far
-    idle_s: float  # seconds since it last read anything
-    clock_s: float  # seconds since the loop started (rank 0's paces the timed snapshots)
-
-
-@dataclass(frozen=True)
-class LoopLimits:
-    """When a loop stops by itself (None: never). Tests and demos bound it; a service does not."""
-
-    max_events: int | None = None  # stop once this many events have been applied in total
-    idle_exit_s: float | None = None  # stop after this long with nothing new to read
-    max_runtime_s: float | None = None
 
 
 class FeedbackLoop:
@@ -239,16 +220,16 @@ class FeedbackLoop:
         self.reader.commit(reached)
         failpoint("snapshot.after_commit")
         if self.rank == 0:
-            payload = {
-                "version": version,
-                "model_name": self.config.mlflow.model_name,
-                "base_version": self.config.model.base_version,
-                "parent_version": self.parent_version or "",
-                "events_seen": events_seen,
-                "reason": reason,
-                "metrics": {k: float(v) for k, v in metrics.items()},
-            }
-            self.producer.send_and_wait(self.topics.events, LifecycleEvent(type="version_published", payload=payload))
+            published = VersionPublished(
+                version=version,
+                model_name=self.config.mlflow.model_name,
+                base_version=self.config.model.base_version,
+                parent_version=self.parent_version or "",
+                events_seen=events_seen,
+                reason=reason,
+                metrics={k: float(v) for k, v in metrics.items()},
+            )
+            self.producer.send_and_wait(self.topics.events, published.to_event())
         self.parent_version = version
         self.published.append(version)
         self.events_applied = events_seen
@@ -260,15 +241,15 @@ class FeedbackLoop:
         state = {"base_version": self.config.model.base_version, "world_size": self.world_size, "ranks": parts}
         return self.registry.publish(
             self.model.adapter_state(0),
-            tags={
-                "base_version": self.config.model.base_version,
-                "parent_version": self.parent_version or "",
-                "kafka_offsets": json.dumps(positions, sort_keys=True),
-                "events_seen": str(events_seen),
-                "learner_workers": str(self.world_size),
-                "source": "online",
-                "reason": reason,
-            },
+            tags=VersionTags(
+                base_version=self.config.model.base_version,
+                parent_version=self.parent_version or "",
+                kafka_offsets=positions,
+                events_seen=events_seen,
+                learner_workers=self.world_size,
+                source="online",
+                reason=reason,
+            ),
             metrics=metrics,
             learner_state=state,
             run_id=self.run_id,
@@ -311,9 +292,7 @@ class FeedbackLoop:
                     feedback, f"user_{verdict.action}", "user_id", verdict.reason, self.topics.feedback
                 )
                 if verdict.announce is not None:
-                    self.producer.send(
-                        self.topics.events, LifecycleEvent(type="user_quarantined", payload=verdict.announce)
-                    )
+                    self.producer.send(self.topics.events, UserQuarantined(**verdict.announce).to_event())
                     self.say(f"learner {self.rank}: {verdict.reason}")
                 continue
             try:
@@ -330,13 +309,13 @@ class FeedbackLoop:
             feedback = self._in_batch[event_id]
             self.dead_letters.rejected(feedback, "not_trainable", feedback.signal, reason, self.topics.feedback)
         if report.drift and self.rank == 0:  # every rank detects it alike; rank 0 says so
-            payload = {
-                "events_seen": self.events_applied,
-                "actions": list(report.actions),
-                "lr": report.lr,
-                "detector": self.config.learner.drift_detector,
-            }
-            self.producer.send(self.topics.events, LifecycleEvent(type="drift_detected", payload=payload))
+            drift = DriftDetected(
+                events_seen=self.events_applied,
+                actions=list(report.actions),
+                lr=report.lr,
+                detector=self.config.learner.drift_detector,
+            )
+            self.producer.send(self.topics.events, drift.to_event())
             try:
                 self.registry.log_metrics(self.run_id, {"drift_detected": 1.0}, step=self.events_applied)
             except (MlflowException, OSError) as e:
@@ -347,92 +326,78 @@ class FeedbackLoop:
         return report
 
     def run(self) -> dict[str, float]:
-        """Loop until a limit is reached; returns the final metrics (of all ranks)."""
-        lc, limits = self.config.learner, self.limits
+        """Loop until a limit is reached; returns the final metrics (of all ranks).
+
+        When to step, snapshot and stop is :class:`cl.learning.schedule.LoopSchedule`'s call;
+        this reads, learns, publishes and reports.
+        """
+        lc = self.config.learner
         batch: list[Example] = []
-        started = last_snapshot = last_progress = last_read = time.monotonic()
-        batch_since: float | None = None
-        since_snapshot = 0
-        retry_at, failures = 0.0, 0  # when a snapshot MLflow refused may be tried again; how often it was
+        last_progress = time.monotonic()
+        schedule = LoopSchedule.from_config(lc, self.limits, start=last_progress, retry_max_s=SNAPSHOT_RETRY_MAX_S)
         self.say(
             f"learner {self.rank}/{self.world_size}: reading {self.topics.feedback} joined with {self.topics.requests}"
         )
         while True:
             records = self.reader.poll(timeout_ms=100)
             now_wall, now = time.time(), time.monotonic()
-            if records:
-                last_read = now
             for record in records:
                 self._collect(self._route(record, now_wall), batch, now_wall)
             self._collect(JoinResult([], [], self.joiner.expire(now_wall)), batch, now_wall)
-            if batch and batch_since is None:
-                batch_since = now
-            ready = bool(batch) and (len(batch) >= lc.batch_size or now - (batch_since or now) >= lc.max_wait_s)
-            ranks = self.group.all_gather(
-                RankStatus(len(batch), ready, self.learner.events_seen, now - last_read, now - started)
-            )
+            status = schedule.status(pending=len(batch), events=self.learner.events_seen, now=now, read=bool(records))
+            ranks = self.group.all_gather(status)
             self.events_applied = sum(r.events for r in ranks)
             drift = False
+            # A backlog is learned in micro-batches of up to max_batch_size: fewer, larger steps.
+            for i in range(schedule.steps(ranks)):
+                report = self._learn(batch[i * lc.max_batch_size : (i + 1) * lc.max_batch_size])
+                drift = drift or report.drift
             if any(r.ready for r in ranks):
-                # A backlog is learned in micro-batches of up to max_batch_size: fewer, larger
-                # steps. Every rank takes as many steps as the one with the most to learn.
-                steps = max(-(-r.pending // lc.max_batch_size) for r in ranks)
-                for i in range(steps):
-                    report = self._learn(batch[i * lc.max_batch_size : (i + 1) * lc.max_batch_size])
-                    drift = drift or report.drift
-                since_snapshot += sum(r.pending for r in ranks)
-                batch, batch_since = [], None
+                batch = []
                 self._in_batch.clear()
-            # Decisions from what every rank said, so that all ranks take the same ones.
-            pending = any(r.pending for r in ranks) and not any(r.ready for r in ranks)
-            clock = ranks[0].clock_s
-            done = limits.max_events is not None and self.events_applied >= limits.max_events
-            idle = limits.idle_exit_s is not None and min(r.idle_s for r in ranks) >= limits.idle_exit_s and not pending
-            overtime = limits.max_runtime_s is not None and clock >= limits.max_runtime_s
-            stopping = (done or idle or overtime) and not pending
-            due = since_snapshot >= lc.snapshot_every_events or (
-                since_snapshot and clock - last_snapshot >= lc.snapshot_every_s
-            )
-            if (due or drift or (stopping and since_snapshot)) and not pending and clock >= retry_at:
-                reason = "drift" if drift else "final" if stopping else "periodic"
+            decision = schedule.decide(ranks, events_applied=self.events_applied, drift=drift)
+            if decision.snapshot is not None:
+                clock, unpublished = ranks[0].clock_s, schedule.unpublished
                 try:
-                    version = self.snapshot(reason)
+                    version = self.snapshot(decision.snapshot)
                 except SnapshotNotPublished as e:
-                    failures += 1
-                    delay = min(SNAPSHOT_RETRY_MAX_S, 2.0 ** (failures - 1))
-                    retry_at = clock + delay
+                    delay = schedule.snapshot_failed(clock)
                     if self.rank == 0:
                         self.say(
-                            f"learner: {e}; {since_snapshot} events stay unpublished and their offsets "
-                            f"uncommitted; learning goes on, try {failures + 1} in {delay:g} s"
+                            f"learner: {e}; {unpublished} events stay unpublished and their offsets "
+                            f"uncommitted; learning goes on, try {schedule.failures + 1} in {delay:g} s"
                         )
                 else:
+                    failed = schedule.snapshot_published(clock)
                     self.metrics.version_published()
                     if self.rank == 0:
-                        after = f" after {failures} failed tries" if failures else ""
+                        after = f" after {failed} failed tries" if failed else ""
                         self.say(
-                            f"learner: published version {version} ({reason}, {self.events_applied} events){after}"
+                            f"learner: published version {version} ({decision.snapshot}, "
+                            f"{self.events_applied} events){after}"
                         )
-                    since_snapshot, last_snapshot, retry_at, failures = 0, clock, 0.0, 0
             if now - last_progress >= 5.0:
-                m = self.learner.metrics()
-                lag = self.reader.lag_by_topic()
-                self.metrics.progress(m, self.dead_letters.counts, lag)
-                if self.rank == 0:
-                    self.say(
-                        f"learner: {self.events_applied} events | prequential acc {m.get('prequential_accuracy', float('nan')):.3f}"
-                        f" | positive {m.get('positive_rate', float('nan')):.3f} | loss {m.get('loss_ema', float('nan')):.3f}"
-                        f" | lag {sum(lag.values())} | dead letters {sum(self.dead_letters.counts.values())}"
-                        f" | capped {self.guard.counts['capped']} | quarantined {self.guard.counts['quarantined']}"
-                        f" ({self.guard.n_quarantined} users)"
-                        + (f" | {failures} snapshot tries failed" if failures else "")
-                    )
+                self._progress(schedule.failures)
                 last_progress = now
-            if stopping and not since_snapshot:  # with unpublished events, keep trying to publish them
+            if schedule.can_exit(decision):  # with unpublished events, it keeps trying to publish them
                 break
         final = self._final_metrics()
         self.close()
         return final
+
+    def _progress(self, failures: int) -> None:
+        """The progress metrics, and on rank 0 one line of them."""
+        m = self.learner.metrics()
+        lag = self.reader.lag_by_topic()
+        self.metrics.progress(m, self.dead_letters.counts, lag)
+        if self.rank == 0:
+            self.say(
+                f"learner: {self.events_applied} events | prequential acc {m.get('prequential_accuracy', float('nan')):.3f}"
+                f" | positive {m.get('positive_rate', float('nan')):.3f} | loss {m.get('loss_ema', float('nan')):.3f}"
+                f" | lag {sum(lag.values())} | dead letters {sum(self.dead_letters.counts.values())}"
+                f" | capped {self.guard.counts['capped']} | quarantined {self.guard.counts['quarantined']}"
+                f" ({self.guard.n_quarantined} users)" + (f" | {failures} snapshot tries failed" if failures else "")
+            )
 
     def _final_metrics(self) -> dict[str, float]:
         guard = self.guard.state_dict()

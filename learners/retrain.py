@@ -41,12 +41,13 @@ from pathlib import Path
 import torch
 
 from cl.config import Config
-from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
+from cl.events import EventError, FeedbackEvent, RequestEvent, parse_event
 from cl.learning.eval_set import is_held_out, score_adapter
 from cl.learning.example import Example, check_example
 from cl.learning.online_learner import OnlineLearner
+from cl.lifecycle import VersionPublished
 from cl.model.base_model import base_model_config, build_base_model
-from cl.registry import AdapterRegistry
+from cl.registry import AdapterRegistry, VersionTags
 from streams.history import read_history
 
 __all__ = ["RetrainError", "RetrainOptions", "RetrainResult", "collect_examples", "main", "retrain"]
@@ -168,8 +169,7 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
                 f"--continue-from {options.continue_from}: no such version of "
                 f"{config.mlflow.model_name}; `cl versions` lists them"
             ) from None
-        info = registry.get_version(parent)
-        base = info.tags.get("base_version")
+        base = registry.get_version(parent).version_tags.base_version
         if base is not None and base != config.model.base_version:
             raise RetrainError(f"version {parent} was trained on base {base!r}, not {config.model.base_version!r}")
         model.load_adapter_state(0, registry.load_adapter(parent))
@@ -268,16 +268,16 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
     final = curve[-1]
     version = registry.publish(
         model.adapter_state(0),
-        tags={
-            "base_version": config.model.base_version,
-            "parent_version": parent or "",
-            "source": "retrain",
-            "events_seen": str(len(train)),
-            "reason": "offline retrain",
-            "since": _iso(options.since),
-            "until": _iso(options.until),
-            "eval_accuracy": f"{final['eval_accuracy']:.4f}",
-        },
+        tags=VersionTags(
+            base_version=config.model.base_version,
+            parent_version=parent or "",
+            source="retrain",
+            events_seen=len(train),
+            reason="offline retrain",
+            since=_iso(options.since),
+            until=_iso(options.until),
+            eval_accuracy=final["eval_accuracy"],
+        ),
         metrics={"eval_accuracy": final["eval_accuracy"], "eval_accuracy_base": base_score},
         run_id=run_id,
         step=options.epochs,
@@ -372,20 +372,20 @@ def load_dataset(path: str, config: Config) -> list[Example]:
 def _announce(config: Config, version: str, parent: str | None, n: int, eval_accuracy: float) -> None:
     from streams import EventProducer
 
+    published = VersionPublished(
+        version=version,
+        model_name=config.mlflow.model_name,
+        base_version=config.model.base_version,
+        parent_version=parent or "",
+        events_seen=n,
+        reason="offline retrain",
+        role="challenger",
+        source="retrain",
+        metrics={"eval_accuracy": eval_accuracy},
+    )
     producer = EventProducer(config.kafka.bootstrap_servers, client_id=f"{config.app}-retrain")
-    payload = {
-        "version": version,
-        "model_name": config.mlflow.model_name,
-        "base_version": config.model.base_version,
-        "parent_version": parent or "",
-        "events_seen": n,
-        "reason": "offline retrain",
-        "role": "challenger",
-        "source": "retrain",
-        "metrics": {"eval_accuracy": eval_accuracy},
-    }
     try:
-        producer.send_and_wait(config.topics.events, LifecycleEvent(type="version_published", payload=payload))
+        producer.send_and_wait(config.topics.events, published.to_event())
     finally:
         producer.close()
 

@@ -45,6 +45,7 @@ from cl.serving.inference import (
     generate_batch,
     predict_batch,
 )
+from cl.versions import VersionTags, is_newer
 
 __all__ = ["ModelServer", "VersionError", "VersionSource"]
 
@@ -83,16 +84,6 @@ class VersionError(Exception):
         self.version = version
         self.status = status
         super().__init__(message)
-
-
-def _newer(a: str, b: str) -> bool:
-    """Whether version ``a`` is newer than ``b`` (registry versions are increasing integers)."""
-    if b == BASE_VERSION:
-        return a != BASE_VERSION
-    try:
-        return int(a) > int(b)
-    except ValueError:
-        return False
 
 
 class ModelServer:
@@ -153,7 +144,7 @@ class ModelServer:
             raise VersionError(version, why, 503)
         try:
             info = self.registry.get_version(version)
-            base = (getattr(info, "tags", None) or {}).get("base_version")
+            base = VersionTags.from_tags(getattr(info, "tags", None), version=version).base_version
             if base is not None and base != self.config.model.base_version:
                 raise VersionError(
                     version,
@@ -239,7 +230,7 @@ class ModelServer:
         alias; on any failure keep the current version. Returns the current version."""
         try:
             version = self.initial_version()
-            if self.config.serve.serve_new_versions and not _newer(version, self._current):
+            if self.config.serve.serve_new_versions and not is_newer(version, self._current):
                 return self._current
             self.set_current(version)
         except Exception as e:  # noqa: BLE001 - keep serving what we serve
@@ -263,7 +254,7 @@ class ModelServer:
             )
             return False
         try:
-            if self.config.serve.serve_new_versions and _newer(version, self._current):
+            if self.config.serve.serve_new_versions and is_newer(version, self._current):
                 self.set_current(version)
                 return True
             self.ensure_loaded(version)

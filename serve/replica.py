@@ -26,6 +26,8 @@ import torch
 from ray import serve
 
 from cl.config import Config
+from cl.events import EventError, LifecycleEvent
+from cl.lifecycle import Promoted, RolledBack, VersionPublished, read_message
 from serve._private.metrics import ReplicaMetrics
 from serve._private.status_board import HEARTBEAT_S, get_board
 from serve.model_server import ModelServer
@@ -123,7 +125,6 @@ class ModelReplica:
     # -- following cl.events ----------------------------------------------------------------
 
     def _open_tail(self):  # noqa: ANN202 - streams.EventTail | None
-        from cl.events import LifecycleEvent
         from streams import EventTail
 
         try:
@@ -158,15 +159,19 @@ class ModelReplica:
                 except Exception:  # noqa: BLE001 - one bad announcement must not stop the tail
                     logger.exception("could not handle %s event %s", event.type, event.event_id)
 
-    def _handle(self, event: Any) -> None:
-        payload = event.payload or {}
-        model_name = payload.get("model_name")
-        if model_name is not None and model_name != self.config.mlflow.model_name:
+    def _handle(self, event: LifecycleEvent) -> None:
+        if event.type not in (VersionPublished.type, Promoted.type, RolledBack.type):
+            return
+        try:
+            message = read_message(event)
+        except EventError as e:
+            logger.warning("ignoring %s event %s: %s", event.type, event.event_id, e)
+            return
+        if message is None or not message.is_for(self.config.mlflow.model_name):
             return  # another registered model's news (several services may share cl.events)
-        if event.type == "version_published" and payload.get("version") is not None:
-            base = payload.get("base_version")
-            self.server.on_published(str(payload["version"]), None if base is None else str(base))
-        elif event.type in ("promoted", "rolled_back") and not self.config.serve.serve_new_versions:
+        if isinstance(message, VersionPublished):
+            self.server.on_published(message.version, message.base_version)
+        elif not self.config.serve.serve_new_versions:  # promoted or rolled back
             self.server.refresh()  # serve the (new) champion alias
 
     def _close_tail(self) -> None:

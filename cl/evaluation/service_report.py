@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cl.evaluation.result import Figure, ProtocolResult, Table
-from cl.events import LifecycleEvent
+from cl.events import EventError, LifecycleEvent
+from cl.lifecycle import DecisionRecord, DriftDetected, VersionPublished, read_message
 
 __all__ = ["ServiceHistory", "service_report"]
 
@@ -30,7 +31,8 @@ class ServiceHistory:
 
     @classmethod
     def from_events(cls, events: Iterable[LifecycleEvent], model_name: str) -> ServiceHistory:
-        """Keep the events of ``model_name`` (drift events name no model: all are kept).
+        """Keep the events of ``model_name`` (drift events name no model: all are kept); skip
+        announcements that do not read as their type.
 
         >>> e = [LifecycleEvent(type="version_published", ts=1.0, payload={"version": "1", "model_name": "m",
         ...        "metrics": {"served_error_rate": 0.25}}),
@@ -43,17 +45,21 @@ class ServiceHistory:
         """
         published, drifts, rollout = [], [], []
         for e in events:
-            p = e.payload or {}
-            if p.get("model_name") not in (None, model_name):
+            if e.type not in ("version_published", "drift_detected", *ROLLOUT_MARKERS):
                 continue
-            if e.type == "version_published":
-                published.append(
-                    (e.ts, str(p.get("version")), {k: float(v) for k, v in (p.get("metrics") or {}).items()})
-                )
-            elif e.type == "drift_detected":
-                drifts.append((e.ts, int(p.get("events_seen", 0))))
-            elif e.type in ROLLOUT_MARKERS:
-                rollout.append((e.ts, e.type, str(p.get("version")), str(p.get("reason", ""))))
+            try:
+                m = read_message(e)
+            except EventError:
+                continue
+            if m is None or not m.is_for(model_name):
+                continue
+            if isinstance(m, VersionPublished):
+                metrics = {k: math.nan if v is None else v for k, v in (m.metrics or {}).items()}
+                published.append((e.ts, m.version, metrics))
+            elif isinstance(m, DriftDetected):
+                drifts.append((e.ts, m.events_seen))
+            elif isinstance(m, DecisionRecord):
+                rollout.append((e.ts, e.type, m.version, m.reason or ""))
         return cls(sorted(published, key=lambda r: r[0]), sorted(drifts), sorted(rollout))
 
 

@@ -28,10 +28,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, NamedTuple
 
-__all__ = ["BASE_VERSION", "AdapterCache", "Eviction"]
+from cl.versions import BASE_VERSION
 
-BASE_VERSION = "base"
-"""The version name of the frozen base without any adapter (adapter id ``-1``)."""
+__all__ = ["BASE_VERSION", "AdapterCache", "Eviction"]
 
 
 class Eviction(NamedTuple):

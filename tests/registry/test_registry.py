@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cl.registry import AdapterIntegrityError, AdapterRegistry
+from cl.registry import AdapterIntegrityError, AdapterRegistry, VersionTags
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +32,15 @@ def test_publish_load_round_trip_with_state_tags_and_metrics(registry: AdapterRe
     state = {"optimizer": {"step": torch.tensor(3.0)}, "offsets": {"cl.feedback:0": 12}, "events_seen": 40}
     v1 = registry.publish(
         _adapter(1),
-        tags={"events_seen": "40", "parent_version": ""},
+        tags=VersionTags(events_seen=40, parent_version="", source="online"),
         metrics={"loss": 0.7},
         learner_state=state,
         run_id=run_id,
         step=40,
     )
-    v2 = registry.publish(_adapter(2), tags={"events_seen": "80", "parent_version": v1}, run_id=run_id, step=80)
+    v2 = registry.publish(
+        _adapter(2), tags={"events_seen": "80", "parent_version": v1}, run_id=run_id, step=80
+    )  # a dict too
     assert (v1, v2) == ("1", "2") and registry.latest_version() == "2"
 
     loaded = registry.load_adapter(v1)
@@ -48,6 +50,14 @@ def test_publish_load_round_trip_with_state_tags_and_metrics(registry: AdapterRe
     assert registry.load_learner_state(v2) is None
     info = registry.get_version(v2)
     assert info.tags["parent_version"] == "1" and len(info.tags["adapter_sha256"]) == 64
+    assert registry.get_version(v1).tags == {
+        "events_seen": "40",
+        "parent_version": "",
+        "source": "online",
+        "adapter_sha256": registry.get_version(v1).version_tags.adapter_sha256,
+    }
+    assert info.version_tags.events_seen == 80 and info.version_tags.line == "online"
+    assert registry.latest_version(source="online") == "2" and registry.latest_version(source="retrain") is None
     history = registry.client.get_metric_history(run_id, "loss")
     assert [(m.step, m.value) for m in history] == [(40, 0.7)]
 
