@@ -3,7 +3,9 @@
 Halfway the users change their minds (``SimulatedUsers.shift``): the served accuracy drops,
 the learner's drift detector fires, and the service recovers as new versions are published.
 Progress is one line every couple of seconds; drift and version events are printed as they
-arrive on ``cl.events``.
+arrive on ``cl.events``. The users call the service as any user's code does, through the SDK's
+:class:`cl.client.Client`, which waits out a rate-limited or busy feedback post as its
+``Retry-After`` says.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-import httpx
-
+from cl.client import Client, ServiceError
 from cl.config import Config
 from cl.events import LifecycleEvent
 from cl.testing.simulated_users import SimulatedUsers
@@ -40,30 +41,22 @@ class DemoResult:
         return sum(window) / max(1, len(window))
 
 
-def _post_feedback(client: httpx.Client, body: dict, attempts: int = 5) -> None:
-    """Post feedback, waiting out a 429 (rate limit) or 503 (Kafka busy) as its Retry-After says."""
-    for attempt in range(attempts):
-        response = client.post("/v1/feedback", json=body)
-        if response.status_code not in (429, 503) or attempt == attempts - 1:
-            response.raise_for_status()
-            return
-        time.sleep(float(response.headers.get("Retry-After", "1")))
-
-
 def run_demo(
     config: Config,
-    base_url: str,
+    client: Client,
     *,
     requests: int = 4000,
     shift_at: int | None = None,
     concurrency: int = 4,
     seed: int = 1,
     say: Callable[[str], None] = print,
-    api_key: str | None = None,
 ) -> DemoResult:
     """Send ``requests`` predict calls with feedback; users shift at ``shift_at`` (default: halfway).
 
-    ``api_key`` (roles predict and feedback) is sent as a bearer token when auth is on.
+    Args:
+        config: The service config (the model's sizes, ``cl.events``).
+        client: A client of the running service; with auth on, its key needs the ``predict`` and
+            ``feedback`` roles. Calls go out from ``concurrency`` threads at once.
     """
     users = SimulatedUsers(config.model.n_features, config.model.n_labels, seed=seed)
     shift_at = requests // 2 if shift_at is None else shift_at
@@ -90,38 +83,28 @@ def run_demo(
     watcher.start()
     time.sleep(1.0)  # let the watcher reach the end of the topic
 
-    def one(i: int, features: list[float], client: httpx.Client) -> None:
+    def one(i: int, features: list[float]) -> None:
+        user = f"user-{i % 97}"
         try:
-            r = client.post("/v1/predict", json={"features": features, "user_id": f"user-{i % 97}"})
-            r.raise_for_status()
-            served = r.json()
-            body = {
-                "request_id": served["request_id"],
-                "user_id": f"user-{i % 97}",
-                **users.feedback(features, served["label"]),
-            }
-            _post_feedback(client, body)
-            ok = served["label"] == users.truth(features)
+            served = client.predict(features=features, user_id=user)
+            client.feedback(served.request_id, user_id=user, **users.feedback(features, served.label))
+            ok = served.label == users.truth(features)
             with lock:
                 result.correct.append(ok)
-                result.versions.append(served["model_version"])
+                result.versions.append(served.model_version)
                 recent.append(ok)
-        except httpx.HTTPError:
+        except ServiceError:  # refused, failed after the client's retries, or no answer (Unreachable)
             with lock:
                 result.errors += 1
 
     last = time.monotonic()
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with (
-        httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client,
-        ThreadPoolExecutor(concurrency) as pool,
-    ):
+    with ThreadPoolExecutor(concurrency) as pool:
         for start in range(0, requests, concurrency * 8):
             if start <= shift_at < start + concurrency * 8:
                 users.shift()
                 say(f"  ~ after {len(result.correct)} requests the users change their minds (every class renamed)")
             chunk = [(i, users.query()) for i in range(start, min(requests, start + concurrency * 8))]
-            list(pool.map(lambda item: one(item[0], item[1], client), chunk))
+            list(pool.map(lambda item: one(*item), chunk))
             if time.monotonic() - last >= 2.0 or start + len(chunk) >= requests:
                 with lock:
                     acc = sum(recent) / max(1, len(recent))

@@ -15,9 +15,10 @@
 ==========================  ======================================================================
 
 With ``auth.enabled`` (the default) every route but ``/healthz`` and the docs needs an API key
-with the right role (:mod:`serve._private.access`): 401 without a valid key, 403 without the
-role, 429 for feedback over the per-key rate. Bodies over ``serve.max_body_bytes`` get 413.
-Admin actions and refusals go to the audit trail (``cl audit``) and ``cl.events``.
+with the right role, checked by its ``require_role`` dependency (:mod:`serve._private.access`):
+401 without a valid key, 403 without the role, 429 for feedback over the per-key rate. Bodies
+over ``serve.max_body_bytes`` get 413. Admin actions and refusals go to the audit trail
+(``cl audit``) and ``cl.events``.
 
 Every answered request is logged to ``topics.requests`` as a :class:`cl.events.RequestEvent`
 keyed by its ``request_id``, after the response is sent (it never delays an answer); the
@@ -26,6 +27,8 @@ only after every in-sync replica of ``topics.feedback`` has it, and 503 otherwis
 always means "accepted and durable".
 
 Bad input gets 422 with ``{"detail": [{"loc", "field", "msg", "type"}]}``, naming the field.
+Every refusal is a :class:`serve._private.errors.Refusal`, raised where it is found (the access
+check, the input checks, a replica's error answer, the controller) and answered by one handler.
 
 With rollouts on (``serve.serve_new_versions = false``) every request that pins no version is
 routed by the rollout controller's traffic split (:mod:`serve.rollout_controller`): sticky
@@ -47,11 +50,12 @@ from ray.serve.handle import DeploymentHandle
 
 from cl.config import Config
 from cl.events import FeedbackEvent, RequestEvent, RequestInput, RequestOutput
-from cl.serving.adapter_cache import BASE_VERSION
+from cl.security import audit_event
 from cl.serving.inference import GenerateItem, InputError, Limits, PredictItem, check_generate, check_predict
+from cl.versions import version_order
 from serve._private import body_limit, completions
-from serve._private.access import AUTH_DOC, Access, Caller, announce_audit
-from serve._private.errors import field_error, validation_error_response
+from serve._private.access import Access, Caller, require_role
+from serve._private.errors import Refusal, validation_error_response
 from serve._private.feedback import accept_feedback
 from serve._private.metrics import MeasureRequests, record_served
 from serve._private.producer_link import ProducerLink
@@ -94,23 +98,19 @@ app.add_middleware(body_limit.BodyLimit)
 app.add_middleware(MeasureRequests)  # outermost: it also counts what BodyLimit refuses
 
 
-@app.exception_handler(RequestValidationError)
-async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-    response = validation_error_response(request.url.path, exc)
+def _shaped(request: Request, response: JSONResponse) -> JSONResponse:
+    """An error answer as its path gives them: ``/v1/completions`` adds OpenAI's ``error`` object."""
     return completions.with_openai_error(response) if request.url.path.endswith("/v1/completions") else response
 
 
-def _error_response(error: dict[str, Any]) -> JSONResponse:
-    status = int(error.get("status", 422))
-    response = field_error(error["field"], error["message"], status=status)
-    if status == 503:
-        response.headers["Retry-After"] = "1"
-    return response
+@app.exception_handler(RequestValidationError)
+async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _shaped(request, validation_error_response(request.url.path, exc))
 
 
-def _version_order(version: str) -> tuple[int, int]:
-    """Sort key: base first, then registered versions by number."""
-    return (-1, 0) if version == BASE_VERSION else (0, int(version)) if version.isdigit() else (1, 0)
+@app.exception_handler(Refusal)
+async def _refused(request: Request, refusal: Refusal) -> JSONResponse:
+    return _shaped(request, refusal.response())
 
 
 # Everything the class uses must be defined above it: ``serve.ingress`` captures the class
@@ -203,19 +203,45 @@ class Ingress:
         if version is not None and (error is None or int(error.get("status", 500)) >= 500):
             self.router.count(version, ok=error is None)
 
-    async def _admin(self, request: Request, action: str, body: Any, call: Callable[[], Any]) -> Any:
+    async def _infer(
+        self, request: Request, kind: str, user_id: Any, pinned: Any, payloads: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The one path of every inference endpoint: route, call the replicas, count, note what served.
+
+        Args:
+            request: The HTTP request (the metrics note the version and arm on it).
+            kind: The replicas' method, ``predict`` or ``generate`` (batched, or its unbatched twin).
+            user_id: Who asks; the rollout keeps a user on one arm.
+            pinned: The version the request pins, or None to follow the traffic split.
+            payloads: One replica call each, all to the same version (a completion's choices).
+
+        Returns:
+            The replicas' answers, in order, and the arm that served them.
+
+        Raises:
+            Refusal: The first error answer: 422 for the request, 503 (retry) when no replica could answer.
+        """
+        version, arm = await self._route(user_id, pinned)
+        method = getattr(self.replica, kind if self.batching else f"{kind}_unbatched")
+        results = await asyncio.gather(*(self._call_replica(method, {**p, "model_version": version}) for p in payloads))
+        for result in results:
+            self._count(version, result)
+        failed = next((r["error"] for r in results if "error" in r), None)
+        if failed is not None:
+            raise Refusal.from_replica(failed)
+        record_served(request, results[0]["model_version"], arm)
+        return results, arm
+
+    async def _admin(self, caller: Caller, action: str, body: Any, call: Callable[[], Any]) -> RolloutDecisions:
         """Run an admin ``call`` on the controller for an admitted caller; audit what happened."""
-        caller = await self.access.admit(request, "admin")
-        if not isinstance(caller, Caller):
-            return caller
         details = body.model_dump()
         if self.controller is None:
             await self.access.record(action, caller.actor, "409 rollouts off", details)
-            return field_error(
+            raise Refusal(
+                409,
                 "serve.serve_new_versions",
                 "rollouts are off: each new version serves at once; "
                 "set serve.serve_new_versions = false to run canary rollouts",
-                status=409,
             )
         try:
             decisions = await call()
@@ -224,7 +250,7 @@ class Ingress:
             if isinstance(cause, ValueError):
                 message = str(cause).splitlines()[-1]
                 await self.access.record(action, caller.actor, "422 refused", {**details, "message": message})
-                return field_error("version", message, status=422)
+                raise Refusal(422, "version", message) from e
             await self.access.record(action, caller.actor, f"500 {type(e).__name__}", details)
             raise
         await self.access.record(action, caller.actor, "ok", {**details, "decisions": decisions})
@@ -234,7 +260,7 @@ class Ingress:
     def _announce(self, record: dict[str, Any]) -> None:
         """Publish an audit record on ``cl.events`` if Kafka is connected (the file has it anyway)."""
         try:
-            announce_audit(self.kafka.get(timeout_s=0), self.config, record)
+            self.kafka.get(timeout_s=0).send(self.config.topics.events, audit_event(record))
         except Exception as e:  # noqa: BLE001
             logger.warning("audit record %s not announced on %s: %s", record.get("seq"), self.config.topics.events, e)
 
@@ -267,25 +293,15 @@ class Ingress:
         "/v1/predict",
         response_model=PredictResponse,
         summary="Classify text or a feature vector",
-        dependencies=AUTH_DOC,
+        dependencies=[require_role("predict", PredictRequest)],
     )
     async def predict(self, body: PredictRequest, background: BackgroundTasks, request: Request) -> Any:
-        caller = await self.access.admit(request, "predict")
-        if not isinstance(caller, Caller):
-            return caller
-        item = PredictItem(text=body.text, features=body.features)
         try:
-            check_predict(item, self.model_config, self.limits)
+            check_predict(PredictItem(text=body.text, features=body.features), self.model_config, self.limits)
         except InputError as e:
-            return field_error(e.field, e.message)
-        version, arm = await self._route(body.user_id, body.model_version)
-        payload = {"text": body.text, "features": body.features, "model_version": version}
-        method = self.replica.predict if self.batching else self.replica.predict_unbatched
-        result = await self._call_replica(method, payload)
-        self._count(version, result)
-        if "error" in result:
-            return _error_response(result["error"])
-        record_served(request, result["model_version"], arm)
+            raise Refusal(422, e.field, e.message) from e
+        payload = {"text": body.text, "features": body.features}
+        [result], arm = await self._infer(request, "predict", body.user_id, body.model_version, [payload])
         response = PredictResponse(
             request_id=uuid.uuid4().hex,
             label=result["label"],
@@ -300,16 +316,18 @@ class Ingress:
             input=RequestInput(text=body.text, features=body.features),
             output=RequestOutput(label=response.label, probabilities=response.probabilities),
             model_version=response.model_version,
-            arm=response.arm,
+            arm=arm,
             user_id=body.user_id,
         )
         return response
 
-    @app.post("/v1/generate", response_model=GenerateResponse, summary="Continue a prompt", dependencies=AUTH_DOC)
+    @app.post(
+        "/v1/generate",
+        response_model=GenerateResponse,
+        summary="Continue a prompt",
+        dependencies=[require_role("predict", GenerateRequest)],
+    )
     async def generate(self, body: GenerateRequest, background: BackgroundTasks, request: Request) -> Any:
-        caller = await self.access.admit(request, "predict")
-        if not isinstance(caller, Caller):
-            return caller
         item = GenerateItem(
             prompt=body.prompt,
             max_new_tokens=body.max_new_tokens,
@@ -320,20 +338,11 @@ class Ingress:
         try:
             check_generate(item, self.model_config, self.limits)
         except InputError as e:
-            return field_error(e.field, e.message)
-        version, arm = await self._route(body.user_id, body.model_version)
-        payload = {**body.model_dump(exclude={"user_id"}), "model_version": version}
-        method = self.replica.generate if self.batching else self.replica.generate_unbatched
-        result = await self._call_replica(method, payload)
-        self._count(version, result)
-        if "error" in result:
-            return _error_response(result["error"])
-        record_served(request, result["model_version"], arm)
+            raise Refusal(422, e.field, e.message) from e
+        payload = body.model_dump(exclude={"user_id", "model_version"})
+        [result], arm = await self._infer(request, "generate", body.user_id, body.model_version, [payload])
         response = GenerateResponse(
-            request_id=uuid.uuid4().hex,
-            text=result["text"],
-            model_version=result["model_version"],
-            arm=arm,
+            request_id=uuid.uuid4().hex, text=result["text"], model_version=result["model_version"], arm=arm
         )
         background.add_task(
             self._log_request,
@@ -342,7 +351,7 @@ class Ingress:
             input=RequestInput(text=body.prompt),
             output=RequestOutput(text=response.text),
             model_version=response.model_version,
-            arm=response.arm,
+            arm=arm,
             user_id=body.user_id,
         )
         return response
@@ -350,41 +359,29 @@ class Ingress:
     @app.post(
         "/v1/completions",
         response_model=CompletionResponse,
-        dependencies=AUTH_DOC,
         summary="Complete a prompt, as OpenAI's completions API does (lm head)",
+        dependencies=[require_role("predict", CompletionRequest)],
     )
     async def complete(self, body: CompletionRequest, background: BackgroundTasks, request: Request) -> Any:
-        caller = await self.access.admit(request, "predict")
-        if not isinstance(caller, Caller):
-            return completions.with_openai_error(caller)
         try:
             pinned = completions.pinned_version(body, self.config.mlflow.model_name)
             jobs = completions.plan(body)
             for job in jobs:
                 check_generate(job.item, self.model_config, self.limits)
         except InputError as e:
-            return completions.error_response(completions.FIELD_NAMES.get(e.field, e.field), e.message)
-        version, arm = await self._route(body.user, pinned)
-        method = self.replica.generate if self.batching else self.replica.generate_unbatched
-        calls = [
+            raise Refusal(422, completions.FIELD_NAMES.get(e.field, e.field), e.message) from e
+        payloads = [
             {
                 "prompt": j.prompt,
                 "max_new_tokens": j.item.max_new_tokens,
                 "temperature": j.item.temperature,
                 "top_p": j.item.top_p,
                 "seed": j.item.seed,
-                "model_version": version,
             }
             for j in jobs
         ]
-        results = await asyncio.gather(*(self._call_replica(method, call) for call in calls))
-        for result in results:
-            self._count(version, result)
-        failed = next((r["error"] for r in results if "error" in r), None)
-        if failed is not None:
-            return completions.with_openai_error(_error_response(failed))
+        results, arm = await self._infer(request, "generate", body.user, pinned, payloads)
         served = completions.ServedAs(self.config.mlflow.model_name, results[0]["model_version"], arm)
-        record_served(request, served.version, arm)
         request_ids = [uuid.uuid4().hex for _ in jobs]
         response = completions.respond(body, jobs, [r["text"] for r in results], request_ids, served)
         for job, choice, result in zip(jobs, response.choices, results):  # each as the replica that ran it says
@@ -409,43 +406,31 @@ class Ingress:
             503: {"description": "Kafka did not acknowledge the feedback; nothing was accepted, retry."},
             429: {"description": "More feedback from this key than auth.feedback_rate_per_s; retry after Retry-After."},
         },
-        dependencies=AUTH_DOC,
+        dependencies=[require_role("feedback", FeedbackEvent)],
     )
-    async def feedback(self, body: FeedbackEvent, request: Request) -> Any:
-        caller = await self.access.admit(request, "feedback")
-        if not isinstance(caller, Caller):
-            return caller
+    async def feedback(self, body: FeedbackEvent) -> Any:
         return await accept_feedback(self.kafka, self.config.topics.feedback, body)
 
     @app.get(
         "/v1/models",
         response_model=ModelsResponse,
         summary="Versions, aliases and what is served",
-        dependencies=AUTH_DOC,
+        dependencies=[require_role(None)],
     )
-    async def models(self, request: Request) -> Any:
-        caller = await self.access.admit(request, None)
-        if not isinstance(caller, Caller):
-            return caller
+    async def models(self) -> Any:
         try:
             versions = await asyncio.to_thread(self.registry.list_versions)
         except Exception as e:  # noqa: BLE001 - MLflow down: serving goes on, this listing cannot
             logger.warning("model registry not answering: %s", e)
-            return JSONResponse(
-                status_code=503,
-                headers={"Retry-After": "5"},
-                content={
-                    "detail": [
-                        {
-                            "type": "registry_unavailable",
-                            "loc": [],
-                            "field": "",
-                            "msg": f"the model registry at "
-                            f"{self.config.mlflow.tracking_uri} does not answer ({type(e).__name__}); serving goes on, retry later",
-                        }
-                    ]
-                },
-            )
+            raise Refusal(
+                503,
+                "",
+                f"the model registry at {self.config.mlflow.tracking_uri} does not answer ({type(e).__name__}); "
+                "serving goes on, retry later",
+                type="registry_unavailable",
+                loc=[],
+                retry_after=5,
+            ) from e
         replicas = [
             ReplicaState(**{k: s[k] for k in ReplicaState.model_fields}) for s in await self.board.snapshot.remote()
         ]
@@ -458,48 +443,38 @@ class Ingress:
                 for v in versions
             ],
             aliases=aliases,
-            serving=sorted({r.current_version for r in replicas}, key=_version_order),
+            serving=sorted({r.current_version for r in replicas}, key=version_order),
             replicas=replicas,
         )
 
     @app.get(
-        "/v1/rollout", summary="The rollout: traffic split, champion history, what it waits for", dependencies=AUTH_DOC
+        "/v1/rollout",
+        summary="The rollout: traffic split, champion history, what it waits for",
+        dependencies=[require_role(None)],
     )
-    async def rollout(self, request: Request) -> Any:
-        caller = await self.access.admit(request, None)
-        if not isinstance(caller, Caller):
-            return caller
+    async def rollout(self) -> Any:
         if self.controller is None:
             return {"enabled": False, "reason": "serve.serve_new_versions = true: each new version serves at once"}
         return {"enabled": True, **await self.controller.status.remote()}
 
-    @app.post(
-        "/v1/admin/promote",
-        response_model=RolloutDecisions,
-        summary="Make a version the champion",
-        dependencies=AUTH_DOC,
-    )
-    async def admin_promote(self, body: PromoteRequest, request: Request) -> Any:
-        return await self._admin(request, "promote", body, lambda: self.controller.promote.remote(body.version))
+    @app.post("/v1/admin/promote", response_model=RolloutDecisions, summary="Make a version the champion")
+    async def admin_promote(self, body: PromoteRequest, caller: Caller = require_role("admin", PromoteRequest)) -> Any:
+        return await self._admin(caller, "promote", body, lambda: self.controller.promote.remote(body.version))
 
     @app.post(
         "/v1/admin/rollback",
         response_model=RolloutDecisions,
         summary="Roll the challenger back, or make any earlier version the champion",
-        dependencies=AUTH_DOC,
     )
-    async def admin_rollback(self, body: RollbackRequest, request: Request) -> Any:
-        return await self._admin(request, "rollback", body, lambda: self.controller.rollback.remote(body.to_version))
+    async def admin_rollback(
+        self, body: RollbackRequest, caller: Caller = require_role("admin", RollbackRequest)
+    ) -> Any:
+        return await self._admin(caller, "rollback", body, lambda: self.controller.rollback.remote(body.to_version))
 
-    @app.post(
-        "/v1/admin/traffic",
-        response_model=RolloutDecisions,
-        summary="Set a challenger's share of traffic",
-        dependencies=AUTH_DOC,
-    )
-    async def admin_traffic(self, body: TrafficRequest, request: Request) -> Any:
+    @app.post("/v1/admin/traffic", response_model=RolloutDecisions, summary="Set a challenger's share of traffic")
+    async def admin_traffic(self, body: TrafficRequest, caller: Caller = require_role("admin", TrafficRequest)) -> Any:
         return await self._admin(
-            request, "traffic", body, lambda: self.controller.set_traffic.remote(body.version, body.weight)
+            caller, "traffic", body, lambda: self.controller.set_traffic.remote(body.version, body.weight)
         )
 
     @app.get("/healthz", response_model=HealthResponse, summary="Liveness")

@@ -31,8 +31,9 @@ from cl.config import Config
 from cl.events import EventError, FeedbackEvent, LifecycleEvent, RequestEvent, parse_event
 from cl.learning.eval_set import EvalSet, is_held_out, score_adapter
 from cl.learning.example import Example
+from cl.lifecycle import RolloutCheckpoint, RolloutState, VersionPublished, decision_message
 from cl.rollout import CanaryPolicy, Decision
-from cl.serving.adapter_cache import BASE_VERSION
+from cl.versions import BASE_VERSION, is_newer
 
 __all__ = ["NAMESPACE", "RolloutController", "controller_name", "get_controller", "kill_controller"]
 
@@ -47,12 +48,6 @@ def controller_name(app: str) -> str:
     return f"{app}-rollout"
 
 
-def _newer(a: str, b: str) -> bool:
-    if b == BASE_VERSION:
-        return a != BASE_VERSION
-    return a.isdigit() and b.isdigit() and int(a) > int(b)
-
-
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=32)
 class RolloutController:
     """Holds the rollout state of one application (see the module docstring).
@@ -63,14 +58,14 @@ class RolloutController:
 
     def __init__(self, config: dict[str, Any]) -> None:
         from cl.registry import AdapterRegistry
-        from serve._private.audit import AuditLog
+        from cl.security import AuditTrail, rollout_actor
         from streams import EventProducer, EventTail, FeedbackJoiner, OffsetReader
 
         self.config = cfg = Config.from_dict(config)
         self.registry = AdapterRegistry(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
         self.producer = EventProducer(cfg.kafka.bootstrap_servers, client_id=f"{cfg.app}-rollout")
-        state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else REPO_ROOT / cfg.state_dir
-        self.audit = AuditLog(state_dir / "audit" / f"{cfg.app}-rollout.jsonl")
+        self.audit = AuditTrail(cfg.audit_path if cfg.audit_path.is_absolute() else REPO_ROOT / cfg.audit_path)
+        self.audit_actor = rollout_actor(cfg.app)
         self._lock = threading.RLock()
         # The split the ingresses follow has its own lock, so a long poll is answered the moment
         # a decision changes it, not after the decision's MLflow and Kafka work.
@@ -86,11 +81,11 @@ class RolloutController:
         champion = self.registry.alias_version("champion") or BASE_VERSION
         positions = None
         if saved is not None:
-            self.policy = CanaryPolicy.from_dict(saved["policy"])
-            self.evals.load_state_dict(saved["evals"])
-            self.judged = list(saved["judged"])
-            positions = saved["positions"]
-            self.restored_from = saved["event_id"]
+            checkpoint, self.restored_from = saved
+            self.policy = CanaryPolicy.from_dict(checkpoint.policy)
+            self.evals.load_state_dict(checkpoint.evals)
+            self.judged = list(checkpoint.judged)
+            positions = dict(checkpoint.positions)
             if self.policy.champion != champion:  # the alias is the truth (moved by hand in MLflow?)
                 logger.warning(
                     "champion alias says %s, saved rollout state %s; following the alias",
@@ -156,7 +151,7 @@ class RolloutController:
                 "eval_set_size": len(self.evals),
                 "judged": list(self.judged),
                 "restored_from": self.restored_from,
-                "recent_decisions": self.audit.recent(20),
+                "recent_decisions": [r["details"] for r in self.audit.read(20, actor=self.audit_actor)],
             }
 
     def promote(self, version: str, reason: str = "promoted by hand") -> list[dict[str, Any]]:
@@ -180,7 +175,7 @@ class RolloutController:
             info = self.registry.get_version(version)
         except KeyError:
             raise ValueError(f"version {version!r} is not registered; `cl versions` lists them") from None
-        base = info.tags.get("base_version")
+        base = info.version_tags.base_version
         if base is not None and base != self.config.model.base_version:
             raise ValueError(f"version {version} was trained on base {base!r}, not {self.config.model.base_version!r}")
 
@@ -209,15 +204,17 @@ class RolloutController:
 
     def _step(self) -> None:
         for event in self.tail.poll(timeout_ms=0):
-            p = event.payload or {}
-            if (
-                event.type == "version_published"
-                and p.get("model_name") in (None, self.config.mlflow.model_name)
-                and p.get("base_version") in (None, self.config.model.base_version)
-            ):
-                version = str(p["version"])
-                if self._candidate is None or _newer(version, self._candidate):
-                    self._candidate = version
+            if event.type != VersionPublished.type:
+                continue
+            try:
+                published = VersionPublished.from_event(event)
+            except EventError as e:
+                logger.warning("ignoring version_published event %s: %s", event.event_id, e)
+                continue
+            ours = published.is_for(self.config.mlflow.model_name)
+            if ours and published.base_version in (None, self.config.model.base_version):
+                if self._candidate is None or is_newer(published.version, self._candidate):
+                    self._candidate = published.version
         now_wall = time.time()
         examples = []
         for record in self.reader.poll(timeout_ms=200):
@@ -262,7 +259,7 @@ class RolloutController:
         version = self._candidate
         if self.policy.active or version is None or version in self.judged:
             return []
-        if not _newer(version, self.policy.champion):
+        if not is_newer(version, self.policy.champion):
             return []
         self.judged.append(version)
         return self.policy.start(version, now=now)
@@ -275,7 +272,7 @@ class RolloutController:
             self._announce_split()  # traffic moves first; the records below follow
             logger.info("rollout: %s %s: %s", d.action, d.version, d.reason)
         record = {**d.to_dict(), "model_name": self.config.mlflow.model_name}
-        self.audit.write(record)
+        self.audit.append(f"rollout_{d.action}", actor=self.audit_actor, outcome="ok", details=record)
         if d.action == "needs_evaluation":
             self._evaluate(d.version)
         elif d.action in ("promote", "rollback") and self.registry.alias_version("champion") != self.policy.champion:
@@ -288,8 +285,8 @@ class RolloutController:
         elif d.action in ("promote", "rollback", "retire") and not self.policy.active:
             self.registry.delete_alias("challenger")
         self.producer.send(
-            self.config.topics.events, LifecycleEvent(type=d.lifecycle_type or "rollout_decision", payload=record)
-        )
+            self.config.topics.events, decision_message(d, self.config.mlflow.model_name).to_event()
+        )  # its payload is the record above
 
     def _evaluate(self, challenger: str) -> None:
         """Score champion and challenger on the frozen evaluation set; tell the policy."""
@@ -306,17 +303,18 @@ class RolloutController:
             self.policy.observe_eval(version, score)
 
     def _checkpoint(self) -> None:
-        state = {
-            "policy": self.policy.to_dict(),
-            "positions": self.reader.positions(),
-            "evals": self.evals.state_dict(),
-            "judged": self.judged[-1000:],
-        }
-        payload = {"model_name": self.config.mlflow.model_name, "state": state}
-        self.producer.send(self.config.topics.events, LifecycleEvent(type="rollout_state", payload=payload))
+        state = RolloutCheckpoint(
+            policy=self.policy.to_dict(),
+            positions=self.reader.positions(),
+            evals=self.evals.state_dict(),
+            judged=self.judged[-1000:],
+        )
+        message = RolloutState(model_name=self.config.mlflow.model_name, state=state)
+        self.producer.send(self.config.topics.events, message.to_event())
         self._observed = 0
 
-    def _last_checkpoint(self) -> dict[str, Any] | None:
+    def _last_checkpoint(self) -> tuple[RolloutCheckpoint, str] | None:
+        """The newest checkpoint of this model on ``cl.events``, and its event id."""
         from streams import EventTail
 
         tail = EventTail(
@@ -325,8 +323,15 @@ class RolloutController:
         last = None
         try:
             for e in tail.read_to_end():
-                if e.type == "rollout_state" and (e.payload or {}).get("model_name") == self.config.mlflow.model_name:
-                    last = {**e.payload["state"], "event_id": e.event_id}
+                if e.type != RolloutState.type:
+                    continue
+                try:
+                    saved = RolloutState.from_event(e)
+                except EventError as err:  # keep the newest checkpoint that reads
+                    logger.warning("skipping rollout checkpoint %s: %s", e.event_id, err)
+                    continue
+                if saved.model_name == self.config.mlflow.model_name:
+                    last = (saved.state, e.event_id)
         finally:
             tail.close()
         return last

@@ -13,15 +13,14 @@ __all__ = ["audit", "audit_cli", "keys_create", "keys_list", "keys_revoke"]
 
 def audit_cli(config: Config, action: str, details: dict) -> None:
     """Record a change made from the command line in the audit trail and announce it on cl.events."""
-    from cl.security import AuditTrail
-    from serve._private.access import announce_audit, cli_actor
+    from cl.security import AuditTrail, audit_event, cli_actor
     from streams import EventProducer
     from streams.errors import ProduceError
 
     record = AuditTrail(config.audit_path).append(action, actor=cli_actor(), outcome="ok", details=details)
     try:
         producer = EventProducer(config.kafka.bootstrap_servers, client_id=f"{config.app}-cli")
-        announce_audit(producer, config, record)
+        producer.send(config.topics.events, audit_event(record))
         producer.close(timeout_s=5.0)
     except ProduceError as e:
         print(
@@ -108,7 +107,9 @@ def audit(config: Config, args: argparse.Namespace) -> int:
         return 0
     for r in records:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"]))
-        details = ", ".join(f"{k}={v}" for k, v in r["details"].items() if k not in ("message", "decisions"))
+        details = ", ".join(
+            f"{k}={v}" for k, v in r["details"].items() if k not in ("message", "decisions", "evidence", "action")
+        )
         print(f"{r['seq']:>6}  {when}  {r['action']:<13} {r['actor']:<30} {r['outcome']:<18} {details}")
     if not records:
         print(f"(the audit trail {config.audit_path} is empty)")

@@ -95,6 +95,7 @@ def retrain(config: Config, args: argparse.Namespace) -> int:
 
 
 def demo(config: Config, args: argparse.Namespace) -> int:
+    from cl.client import Client
     from serve.app import base_url
     from serve.demo import run_demo
 
@@ -108,7 +109,9 @@ def demo(config: Config, args: argparse.Namespace) -> int:
         print(f"  demo-admin  (admin):             {keys['demo-admin']}")
         print(f"  e.g. export CL_API_KEY={keys['demo-admin']}  # for cl versions / promote / rollback / traffic\n")
     print(f"demo: {args.requests} simulated requests with ratings against {url}")
-    result = run_demo(config, url, requests=args.requests, api_key=client_key)
+    # Five tries per call: a rate-limited (429) or busy (503) feedback post waits as its Retry-After says.
+    with Client(url, api_key=client_key or "", timeout=30.0, retries=4) as client:
+        result = run_demo(config, client, requests=args.requests)
     half = len(result.correct) // 2
     print(
         f"\ndemo done: positive-rating rate {result.accuracy(0, half):.1%} before the shift, "

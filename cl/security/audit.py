@@ -1,31 +1,44 @@
-"""The security audit trail: an append-only, hash-chained JSON-lines file.
+"""The audit trail: an append-only, hash-chained JSON-lines file, the service's one record of changes.
 
-Every admin action (promote, rollback, traffic change, key created or revoked) and every
-refused request (401/403/429) is one line. Each line carries the sha256 of the line before
-it, so a line edited, dropped or inserted later breaks the chain, and ``cl audit --verify``
-says where. Appends from several processes (each ingress replica, ``cl keys``) are
-serialised by a lock on the file itself. Records are also announced on ``cl.events`` by
-whoever writes them (type ``audit``), so a remote consumer sees them too.
+Every admin action (promote, rollback, traffic change, key created or revoked), every
+decision of the rollout controller (automatic ones included) and every refused request
+(401/403/429) is one line. Each line carries the sha256 of the line before it, so a line
+edited, dropped or inserted later breaks the chain, and ``cl audit --verify`` says where.
+Appends from several processes (each ingress replica, the rollout controller, ``cl keys``)
+are serialised by a lock on the file itself. Records are also announced on ``cl.events``
+by whoever writes them (:func:`audit_event`), so a remote consumer sees them too.
+
+A record's ``actor`` says who: ``key:<id> (<name>)`` (an API key), ``client:<address>`` (auth
+off, or no valid key), ``cli:<user>`` (:func:`cli_actor`) or ``rollout:<app>``
+(:func:`rollout_actor`, the controller's own decisions).
 
 Example:
     >>> import tempfile, pathlib
     >>> trail = AuditTrail(pathlib.Path(tempfile.mkdtemp()) / "audit.jsonl")
     >>> _ = trail.append("promote", actor="key:1a2b3c4d (ops)", outcome="ok", details={"version": "7"})
-    >>> [r["action"] for r in trail.read()], trail.verify()
-    (['promote'], (1, None))
+    >>> _ = trail.append("rollout_advance", actor=rollout_actor("cl"), outcome="ok", details={"version": "7"})
+    >>> [r["action"] for r in trail.read()], [r["action"] for r in trail.read(5, actor="rollout:cl")]
+    (['promote', 'rollout_advance'], ['rollout_advance'])
+    >>> trail.verify()
+    (2, None)
 """
 
 from __future__ import annotations
 
 import fcntl
+import getpass
 import hashlib
+import itertools
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AuditTrail"]
+from cl.events import LifecycleEvent
+
+__all__ = ["AuditTrail", "audit_event", "cli_actor", "rollout_actor"]
 
 GENESIS = "0" * 64
 
@@ -35,20 +48,38 @@ def _chain_hash(prev: str, record: dict[str, Any]) -> str:
     return hashlib.sha256((prev + body).encode()).hexdigest()
 
 
-def _last_line(f: Any) -> bytes:
-    """The file's last non-empty line (reads backwards from the end, not the whole file)."""
+def _lines_backwards(f: Any, block: int = 4096) -> Iterator[bytes]:
+    """The file's non-empty lines, newest first, read from the end in blocks (not the whole file)."""
     f.seek(0, os.SEEK_END)
     end = f.tell()
-    block, data = 4096, b""
+    rest = b""
     while end > 0:
         start = max(0, end - block)
         f.seek(start)
-        data = f.read(end - start) + data
+        lines = (f.read(end - start) + rest).split(b"\n")
         end = start
-        lines = data.rstrip(b"\n").split(b"\n")
-        if len(lines) > 1 or start == 0:
-            return lines[-1]
-    return b""
+        rest = lines.pop(0) if start > 0 else b""  # may be the tail of a line that starts further back
+        yield from (line for line in reversed(lines) if line.strip())
+    if rest.strip():
+        yield rest
+
+
+def cli_actor() -> str:
+    """How a change made with the ``cl`` command is attributed: ``cli:<os user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no user name in a container is not an error
+        return "cli:unknown"
+
+
+def rollout_actor(app: str) -> str:
+    """How the rollout controller of application ``app`` signs its own decisions."""
+    return f"rollout:{app}"
+
+
+def audit_event(record: dict[str, Any]) -> LifecycleEvent:
+    """The ``cl.events`` announcement of an audit record: ``LifecycleEvent(type="audit")``."""
+    return LifecycleEvent(type="audit", payload=record)
 
 
 class AuditTrail:
@@ -73,7 +104,7 @@ class AuditTrail:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
-            last = _last_line(f)
+            last = next(_lines_backwards(f), b"")
             prev = json.loads(last) if last else {"seq": 0, "hash": GENESIS}
             record = {
                 "seq": prev["seq"] + 1,
@@ -91,13 +122,28 @@ class AuditTrail:
             os.fsync(f.fileno())
         return record
 
-    def read(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The records, oldest first; only the newest ``limit`` when given."""
+    def read(self, limit: int | None = None, *, actor: str | None = None) -> list[dict[str, Any]]:
+        """The records, oldest first.
+
+        Args:
+            limit: Only the newest ``limit`` (read from the end of the file); None or 0: all.
+            actor: Only the records of this actor, e.g. :func:`rollout_actor`.
+        """
         if not self.path.exists():
             return []
-        with open(self.path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        return records[-limit:] if limit else records
+        needle = b"" if actor is None else json.dumps(actor).encode()  # as append wrote it: a cheap pre-filter
+
+        def records(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+            for line in lines:
+                if line.strip() and needle in line:
+                    record = json.loads(line)
+                    if actor is None or record.get("actor") == actor:
+                        yield record
+
+        with open(self.path, "rb") as f:
+            if not limit:
+                return list(records(f))
+            return list(itertools.islice(records(_lines_backwards(f)), limit))[::-1]
 
     def verify(self) -> tuple[int, str | None]:
         """Check the chain: ``(records checked, None)`` or ``(records before the break, what broke)``."""

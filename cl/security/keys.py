@@ -38,7 +38,7 @@ from typing import Iterator, Mapping
 
 from cl.config import ROLES
 
-__all__ = ["AuthError", "Grant", "KeyRecord", "KeyStore", "parse_duration"]
+__all__ = ["AccessDenied", "Grant", "KeyRecord", "KeyStore", "parse_duration"]
 
 KEY_PREFIX = "cl_"
 _KEY = re.compile(r"^cl_([0-9a-f]{8})_([A-Za-z0-9_-]{20,})$")
@@ -66,12 +66,15 @@ def _when(ts: float | None) -> str:
     return "never" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
-class AuthError(Exception):
-    """A request that may not go on: ``status`` 401 (who are you?) or 403 (not allowed).
+class AccessDenied(Exception):
+    """A key that may not make a request: ``status`` 401 (who are you?) or 403 (not allowed).
+
+    The server side's refusal of a key (the ingress answers it as 401/403 and audits it). It is
+    not :class:`cl.client.AuthError`, which is what the SDK raises when it gets such an answer.
 
     Attributes:
         status: 401 or 403.
-        reason: short code for the audit log: ``missing``, ``malformed``, ``unknown``,
+        reason: short code for the audit trail: ``missing``, ``malformed``, ``unknown``,
             ``revoked``, ``no_role`` or ``expired``.
         key_id: the key's id when the key named one.
     """
@@ -118,11 +121,11 @@ class KeyRecord:
         return self.revoked_at is None and any(g.active(now) and g.role in (role, "admin") for g in self.grants)
 
     def check(self, role: str | None, now: float | None = None) -> None:
-        """Raise ``AuthError(403)`` unless the key may act as ``role`` (None: any role)."""
+        """Raise ``AccessDenied(403)`` unless the key may act as ``role`` (None: any role)."""
         now = time.time() if now is None else now
         if role is None:
             if self.status(now) != "active":
-                raise AuthError(
+                raise AccessDenied(
                     403,
                     "expired",
                     f"every grant of key {self.key_id} ({self.name}) has expired; "
@@ -134,7 +137,7 @@ class KeyRecord:
             return
         lapsed = [g for g in self.grants if g.role in (role, "admin") and not g.active(now)]
         if lapsed:
-            raise AuthError(
+            raise AccessDenied(
                 403,
                 "expired",
                 f"key {self.key_id} ({self.name}) had the '{role}' role until "
@@ -143,7 +146,7 @@ class KeyRecord:
                 self.key_id,
             )
         held = ", ".join(g.role for g in self.grants if g.active(now)) or "none"
-        raise AuthError(
+        raise AccessDenied(
             403,
             "no_role",
             f"key {self.key_id} ({self.name}) lacks the '{role}' role (it holds: {held}); "
@@ -211,10 +214,10 @@ class KeyStore:
         """The record of a presented key.
 
         Raises:
-            AuthError: 401 when the key is missing, malformed, unknown or revoked.
+            AccessDenied: 401 when the key is missing, malformed, unknown or revoked.
         """
         if not presented:
-            raise AuthError(
+            raise AccessDenied(
                 401,
                 "missing",
                 "no API key; send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
@@ -222,7 +225,7 @@ class KeyStore:
             )
         match = _KEY.match(presented.strip())
         if not match:
-            raise AuthError(
+            raise AccessDenied(
                 401,
                 "malformed",
                 "the API key is malformed; keys look like cl_<8 hex digits>_<secret>, as `cl keys create` prints them",
@@ -230,11 +233,11 @@ class KeyStore:
         key_id = match.group(1)
         record = self._records().get(key_id)
         if record is None or not hmac.compare_digest(record.key_sha256, _digest(presented.strip())):
-            raise AuthError(
+            raise AccessDenied(
                 401, "unknown", "the API key is not valid; check it, or create one with `cl keys create`", key_id
             )
         if record.revoked_at is not None:
-            raise AuthError(
+            raise AccessDenied(
                 401,
                 "revoked",
                 f"key {key_id} ({record.name}) was revoked at {_when(record.revoked_at)}; ask an admin for a new key",

@@ -1,50 +1,65 @@
 """Who may call what at the HTTP edge: API-key roles, feedback rate limits, the audit trail.
 
-==============================  =========================
-``/v1/predict``, ``/v1/generate``  role ``predict``
-``/v1/feedback``                role ``feedback`` (and at most ``auth.feedback_rate_per_s`` per key)
-``/v1/admin/*``                 role ``admin``
-``/v1/models``, ``/v1/rollout``  any valid key
-``/healthz``, ``/docs``          open
-==============================  =========================
+======================================================  ================================================================
+``/v1/predict``, ``/v1/generate``, ``/v1/completions``  role ``predict``
+``/v1/feedback``                                        role ``feedback`` (at most ``auth.feedback_rate_per_s`` per key)
+``/v1/admin/*``                                         role ``admin``
+``/v1/models``, ``/v1/rollout``                         any valid key
+``/healthz``, ``/docs``                                 open
+======================================================  ================================================================
 
-A key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Refusals are JSON
-in the API's error shape: 401 (no or bad key, with ``WWW-Authenticate``), 403 (the key lacks
-the role, or its grant expired), 429 (too much feedback, with ``Retry-After``). Each refusal
-and each admin action is appended to the audit trail and announced on ``cl.events``; a flood
-of the same refusal (reason, caller and path) is recorded once per ``REFUSAL_RECORD_EVERY_S``
-with a count, so it cannot fill the disk; a refusal on another path is recorded at once, so a
-rate-limited client probing ``/v1/admin/*`` still shows up.
+Each route declares what it needs as a FastAPI dependency, :func:`require_role` (e.g.
+``dependencies=[require_role("predict", PredictRequest)]``, or ``caller: Caller =
+require_role("admin", PromoteRequest)`` when the route needs to know who): the route runs only
+for an admitted caller. A key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+A refusal is raised as a :class:`serve._private.errors.Refusal` and answered as JSON in the
+API's error shape: 401 (no or bad key, with ``WWW-Authenticate``), 403 (the key lacks the role,
+or its grant expired), 429 (too much feedback, with ``Retry-After``).
+Each refusal and each admin action is appended to the audit trail and announced on
+``cl.events``; a flood of the same refusal (reason, caller and path) is recorded once per
+``REFUSAL_RECORD_EVERY_S`` with a count, so it cannot fill the disk; a refusal on another path
+is recorded at once, so a rate-limited client probing ``/v1/admin/*`` still shows up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import getpass
+import inspect
 import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fastapi import Request, Security
-from fastapi.responses import JSONResponse
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
+from ray import serve
 
 from cl.config import Config
-from cl.security import AuditTrail, AuthError, KeyRecord, KeyStore, RateLimiter
+from cl.security import AccessDenied, AuditTrail, KeyRecord, KeyStore, RateLimiter
+from serve._private.errors import Refusal
 
-__all__ = ["AUTH_DOC", "Access", "Caller", "announce_audit", "cli_actor"]
+__all__ = ["Access", "Caller", "current_access", "require_role"]
 
 logger = logging.getLogger("ray.serve")
 
 REFUSAL_RECORD_EVERY_S = 10.0
 
-# No-op dependencies: they only put both key schemes in the OpenAPI document (the check is
-# ``Access.admit``, which also audits), so clients and schemathesis know to send a key.
-AUTH_DOC = [
-    Security(HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")),
-    Security(APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key (alternative header)")),
+# Parameters of every ``require_role`` dependency that only put both key schemes in the OpenAPI
+# document (the key is read by ``Access.admit``), so clients and schemathesis know to send one.
+_KEY_SCHEMES = [
+    inspect.Parameter(
+        "_bearer",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=Security(HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")),
+    ),
+    inspect.Parameter(
+        "_api_key",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=Security(
+            APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key (alternative header)")
+        ),
+    ),
 ]
 
 
@@ -68,25 +83,64 @@ def _presented_key(request: Request) -> str | None:
 
 
 def _refusal(
-    status: int, type_: str, field: str, message: str, headers: dict[str, str] | None = None, **extra: Any
-) -> JSONResponse:
-    entry = {"type": type_, "loc": ["header", field], "field": field, "msg": message, **extra}
-    return JSONResponse(status_code=status, content={"detail": [entry]}, headers=headers)
+    status: int,
+    reason: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    retry_after: int | None = None,
+    **extra: Any,
+) -> Refusal:
+    """A refusal about the key, which the caller sends in the ``Authorization`` header."""
+    return Refusal(
+        status,
+        "Authorization",
+        message,
+        type=reason,
+        loc=["header", "Authorization"],
+        retry_after=retry_after,
+        headers=headers or {},
+        extra=extra,
+    )
 
 
-def cli_actor() -> str:
-    """How a change made with the ``cl`` command is attributed."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no user name in a container is not an error
-        return "cli:unknown"
+async def current_access() -> Access:
+    """The :class:`Access` of the ingress replica serving the request.
+
+    Found as Serve finds each route's ``self``: the replica's one servable object. (Serve runs a
+    frozen copy of the FastAPI app, so state put on the module's ``app`` would not be seen.)
+    """
+    return serve.get_replica_context().servable_object.access
 
 
-def announce_audit(producer: Any, config: Config, record: dict[str, Any]) -> None:
-    """Queue ``record`` on ``cl.events`` as a ``LifecycleEvent(type="audit")`` (not waited for)."""
-    from cl.events import LifecycleEvent
+def require_role(role: str | None, body: type | None = None) -> Any:
+    """The dependency of a route that needs ``role`` (None: any valid key): the admitted :class:`Caller`.
 
-    producer.send(config.topics.events, LifecycleEvent(type="audit", payload=record))
+    Args:
+        role: ``predict``, ``feedback`` or ``admin``; None for any valid key.
+        body: The route's body model, if it has one (its parameter must be called ``body``).
+            Declared here too, FastAPI validates the body before the key is checked: a body that
+            does not parse gets its 422 first (docs/security.md), and only valid feedback takes a
+            rate-limit token.
+
+    Raises (as the route's answer):
+        Refusal: 401, 403 or 429; see :meth:`Access.admit`.
+    """
+
+    async def admitted(request: Request, access: Access, **_: Any) -> Caller:
+        return await access.admit(request, role)
+
+    # The signature is built, not written: FastAPI reads it to know what to inject, and the body's
+    # type differs per route.
+    params = [
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+        inspect.Parameter("access", inspect.Parameter.KEYWORD_ONLY, default=Depends(current_access)),
+        *_KEY_SCHEMES,
+    ]
+    if body is not None:
+        params.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=body))
+    admitted.__signature__ = inspect.Signature(params, return_annotation=Caller)  # type: ignore[attr-defined]
+    return Depends(admitted)
 
 
 class Access:
@@ -109,8 +163,13 @@ class Access:
             tuple[str, str, str], tuple[float, int]
         ] = {}  # (reason, actor, path) -> (at, unrecorded since)
 
-    async def admit(self, request: Request, role: str | None) -> Caller | JSONResponse:
-        """The caller if it may act as ``role`` (None: any valid key), else the refusal to return."""
+    async def admit(self, request: Request, role: str | None) -> Caller:
+        """The caller, if it may act as ``role`` (None: any valid key).
+
+        Raises:
+            Refusal: 401 (no or bad key), 403 (no such role, or it expired) or 429 (feedback over
+                the key's rate), once it is counted and audited.
+        """
         client = request.client.host if request.client else "unknown"
         if not self.enabled:
             caller = Caller(actor=f"client:{client}")
@@ -118,12 +177,12 @@ class Access:
             try:
                 key = self.keys.authenticate(_presented_key(request))
                 key.check(role)
-            except AuthError as e:
+            except AccessDenied as e:
                 await self._refused(
                     request, e.status, e.reason, str(e), actor=f"key:{e.key_id}" if e.key_id else f"client:{client}"
                 )
                 headers = {"WWW-Authenticate": 'Bearer realm="cl"'} if e.status == 401 else None
-                return _refusal(e.status, e.reason, "Authorization", str(e), headers, role=role)
+                raise _refusal(e.status, e.reason, str(e), headers=headers, role=role) from e
             caller = Caller(actor=f"key:{key.key_id} ({key.name})", key=key)
         if role == "feedback":
             wait = self.feedback_limiter.take(caller.rate_key, time.monotonic())
@@ -133,12 +192,11 @@ class Access:
                     f"(auth.feedback_rate_per_s); retry after {wait:.2f} s"
                 )
                 await self._refused(request, 429, "rate_limited", message, actor=caller.actor)
-                return _refusal(
+                raise _refusal(
                     429,
                     "rate_limited",
-                    "Authorization",
                     message,
-                    {"Retry-After": str(math.ceil(wait))},
+                    retry_after=math.ceil(wait),
                     limit="auth.feedback_rate_per_s",
                     value=self.rate_per_s,
                 )

@@ -29,14 +29,12 @@ from fastapi.responses import JSONResponse
 
 from cl.serving.adapter_cache import BASE_VERSION
 from cl.serving.inference import GenerateItem, InputError
-from serve._private.errors import field_error
 from serve.schemas import CompletionChoice, CompletionRequest, CompletionResponse, CompletionUsage
 
 __all__ = [
     "Job",
     "ServedAs",
     "cut_at_stop",
-    "error_response",
     "openai_error",
     "pinned_version",
     "plan",
@@ -149,11 +147,6 @@ def openai_error(detail: list[dict[str, Any]]) -> dict[str, Any]:
     field = first.get("field") or None
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
     return {"message": message, "type": "invalid_request_error", "param": field, "code": first.get("type")}
-
-
-def error_response(field: str, message: str, status: int = 422) -> JSONResponse:
-    """A refusal in both shapes: the API's ``detail`` and OpenAI's ``error``."""
-    return with_openai_error(field_error(field, message, status=status))
 
 
 def with_openai_error(response: JSONResponse) -> JSONResponse:

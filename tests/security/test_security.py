@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cl.security import AuditTrail, AuthError, KeyStore, RateLimiter, parse_duration
+from cl.security import AccessDenied, AuditTrail, KeyStore, RateLimiter, parse_duration
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_a_key_is_stored_only_as_its_hash_in_a_private_file(store: KeyStore):
 )
 def test_missing_malformed_and_unknown_keys_are_401(store: KeyStore, presented, reason):
     store.create("alice", {"predict": None})
-    with pytest.raises(AuthError) as e:
+    with pytest.raises(AccessDenied) as e:
         store.authenticate(presented)
     assert (e.value.status, e.value.reason) == (401, reason)
     assert "cl keys create" in str(e.value)
@@ -41,7 +41,7 @@ def test_missing_malformed_and_unknown_keys_are_401(store: KeyStore, presented, 
 def test_a_right_id_with_a_wrong_secret_is_401(store: KeyStore):
     key, record = store.create("alice", {"predict": None})
     forged = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
-    with pytest.raises(AuthError) as e:
+    with pytest.raises(AccessDenied) as e:
         store.authenticate(forged)
     assert (e.value.status, e.value.reason, e.value.key_id) == (401, "unknown", record.key_id)
 
@@ -51,7 +51,7 @@ def test_a_revoked_key_is_refused_by_a_reader_that_loaded_it_before(store: KeySt
     reader = KeyStore(store.path)  # e.g. an ingress replica
     assert reader.authenticate(key).key_id == record.key_id
     store.revoke(record.key_id)
-    with pytest.raises(AuthError) as e:
+    with pytest.raises(AccessDenied) as e:
         reader.authenticate(key)
     assert (e.value.status, e.value.reason) == (401, "revoked")
     assert store.get(record.key_id).status() == "revoked"
@@ -64,16 +64,16 @@ def test_roles_admin_and_expiring_grants(store: KeyStore):
     assert not user.allows("feedback", now=100.0)  # the grant expired
     assert not user.allows("admin", now=0.0)
     assert all(admin.allows(role, now=1e12) for role in ("predict", "feedback", "admin"))
-    with pytest.raises(AuthError) as e:
+    with pytest.raises(AccessDenied) as e:
         user.check("feedback", now=150.0)
     assert (e.value.status, e.value.reason) == (403, "expired")
-    with pytest.raises(AuthError) as e:
+    with pytest.raises(AccessDenied) as e:
         user.check("admin", now=0.0)
     assert (e.value.status, e.value.reason) == (403, "no_role")
     assert "--role admin" in str(e.value) and "predict" in str(e.value)
     _, lapsed = store.create("old", {"predict": 1.0}, now=0.0)
     assert lapsed.status(now=5.0) == "expired"
-    with pytest.raises(AuthError):
+    with pytest.raises(AccessDenied):
         lapsed.check(None, now=5.0)
 
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
 from cl.events import FeedbackEvent
-from serve._private.errors import field_error, loc_of, validation_error_response
+from serve._private.errors import Refusal, loc_of, validation_error_response
 from serve.schemas import PredictRequest
 
 with warnings.catch_warnings():
@@ -42,13 +42,21 @@ def test_loc_of_splits_dotted_paths():
     assert loc_of("") == ["body"]
 
 
-def test_field_error_shape():
-    r = field_error("features", "got 2 values")
-    assert r.status_code == 422
+def test_a_refusal_is_one_entry_naming_its_field():
+    r = Refusal(422, "features", "got 2 values").response()
+    assert r.status_code == 422 and "retry-after" not in r.headers
     assert (
         r.body
         == b'{"detail":[{"type":"value_error","loc":["body","features"],"field":"features","msg":"got 2 values"}]}'
     )
+
+
+def test_a_replica_error_is_the_same_refusal_and_a_503_says_when_to_retry():
+    busy = Refusal.from_replica({"field": "model_version", "message": "registry down", "status": 503}).response()
+    assert (busy.status_code, busy.headers["retry-after"]) == (503, "1")
+    assert b'"loc":["body","model_version"]' in busy.body
+    bad = Refusal.from_replica({"field": "features", "message": "got 2 values", "status": 422})
+    assert bad.retry_after is None and bad.response().body == Refusal(422, "features", "got 2 values").response().body
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ def _request(path: str, key: str | None) -> Request:
 def test_a_refusal_on_another_path_is_recorded_at_once_and_a_repeat_is_counted(tmp_path):
     from cl.security import AuditTrail, KeyStore
     from serve._private.access import Access, Caller
+    from serve._private.errors import Refusal
 
     values = Config().to_dict()
     values["auth"].update(enabled=True, keys_file=str(tmp_path / "keys.json"), audit_file=str(tmp_path / "audit.jsonl"))
@@ -25,9 +26,15 @@ def test_a_refusal_on_another_path_is_recorded_at_once_and_a_repeat_is_counted(t
     announced: list[dict] = []
     access = Access(config, announce=announced.append)
 
+    async def admit(path: str, role: str) -> Caller | Refusal:
+        try:
+            return await access.admit(_request(path, key), role)
+        except Refusal as refusal:
+            return refusal
+
     async def refusals() -> list:
         return [
-            await access.admit(_request(path, key), role)
+            await admit(path, role)
             for path, role in (
                 ("/v1/feedback", "feedback"),
                 ("/v1/feedback", "feedback"),
@@ -39,13 +46,13 @@ def test_a_refusal_on_another_path_is_recorded_at_once_and_a_repeat_is_counted(t
         ]
 
     answers = asyncio.run(refusals())
-    assert [getattr(a, "status_code", 200) for a in answers] == [403, 403, 403, 403, 200, 403]
+    assert [getattr(a, "status", 200) for a in answers] == [403, 403, 403, 403, 200, 403]
     assert isinstance(answers[4], Caller)
     records = [r for r in AuditTrail(config.audit_path).read() if r["action"] == "auth_failed"]
     assert [r["details"]["path"] for r in records] == ["/v1/feedback", "/v1/admin/promote"]
     assert access.refused == 5 and [r["seq"] for r in announced] == [r["seq"] for r in records]
 
     access._last_recorded = {k: (at - 60.0, n) for k, (at, n) in access._last_recorded.items()}  # the window passed
-    asyncio.run(access.admit(_request("/v1/feedback", key), "feedback"))
+    assert asyncio.run(admit("/v1/feedback", "feedback")).status == 403
     last = AuditTrail(config.audit_path).read()[-1]
     assert last["details"]["path"] == "/v1/feedback" and last["details"]["also_refused_since_last_record"] == 2
