@@ -104,6 +104,18 @@ class Refusal(Exception):
         return JSONResponse(status_code=self.status, content={"detail": [self.entry()]}, headers=headers or None)
 
 
+def _once_each(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's errors without repeats: a body declared by the route and by its auth dependency
+    (``require_role``) is validated twice, and each problem would be reported twice."""
+    seen, out = set(), []
+    for e in errors:
+        key = (tuple(str(part) for part in e.get("loc", ())), e.get("type"), str(e.get("msg")))
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
 def validation_error_response(path: str, exc: RequestValidationError) -> JSONResponse:
     """The 422 answer to a body FastAPI could not validate.
 
@@ -121,7 +133,7 @@ def validation_error_response(path: str, exc: RequestValidationError) -> JSONRes
             ]
             return JSONResponse(status_code=422, content={"detail": detail})
     detail = []
-    for e in exc.errors():
+    for e in _once_each(exc.errors()):
         loc = list(e.get("loc", ()))
         where = loc[1:] if loc[:1] == ["body"] else loc
         field = str((e.get("ctx") or {}).get("field") or _dotted(where))

@@ -328,6 +328,7 @@ def test_prometheus_metrics_count_requests_batches_feedback_and_expert_load(serv
             total(samples, "ray_cl_requests_total", endpoint="predict", status="200", **app) > 0
             and total(samples, "ray_cl_feedback_total", outcome="invalid", **app) > 0
             and total(samples, "ray_cl_expert_load_share", **app) > 0
+            and total(samples, "ray_cl_adapter_loads_total", **app) >= 1  # exported some seconds after the load
         )
 
     samples = wait_for(config.ray.metrics_url, ready)

@@ -240,3 +240,13 @@ def test_admin_without_rollouts_is_409_and_audited(ingress):
     [record] = AuditTrail(self.config.audit_path).read()
     assert (record["action"], record["outcome"], record["details"]) == ("promote", "409 rollouts off", {"version": "3"})
     assert client.get("/v1/rollout", headers=_auth(keys["feedback"])).json()["enabled"] is False
+
+
+def test_a_bad_body_is_reported_once_though_the_route_and_its_key_check_both_read_it(ingress):
+    client, _, _ = ingress
+    for path, body, field in (
+        ("/v1/predict", {"features": [1.0], "colour": 1}, "colour"),
+        ("/v1/generate", {"prompt": "hi", "top_p": 0}, "top_p"),
+    ):
+        r = client.post(path, json=body)
+        assert r.status_code == 422 and [e["field"] for e in r.json()["detail"]] == [field], r.text
