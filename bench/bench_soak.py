@@ -133,14 +133,14 @@ class RetryingClient:
         """``POST /v1/feedback`` with a corrected label; never raises for HTTP or transport errors."""
         return self._call("feedback", 202, lambda: self.client.feedback(request_id, label=label, event_id=event_id))
 
-    def _call(self, kind: str, status: int, send: Callable[[], Any]) -> Call:
+    def _call(self, kind: str, ok_status: int, send: Callable[[], Any]) -> Call:
         started, before = time.monotonic(), self._transport.failures
         try:
-            answer, body = status, dataclasses.asdict(send())
+            status, body = ok_status, dataclasses.asdict(send())
         except ServiceError as e:  # Unreachable too: its status is None
-            answer, body = e.status, {"detail": e.detail, "text": str(e)}
+            status, body = e.status, {"detail": e.detail, "text": str(e)}
         failures = self._transport.failures - before
-        return Call(kind, started, time.monotonic() - started, answer, failures, body)
+        return Call(kind, started, time.monotonic() - started, status, failures, body)
 
     def close(self) -> None:
         self.client.close()
