@@ -13,12 +13,13 @@ def check_head(head: str) -> None:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
 
 
-def check_tokens(tokens: object, vocab_size: int) -> torch.Tensor:
+def check_tokens(tokens: object, vocab_size: int, pad_id: int | None = None) -> torch.Tensor:
     """Validate token ids.
 
     Args:
         tokens: Expected a ``(B, T)`` integer tensor with values in ``[0, vocab_size)``.
         vocab_size: Size of the vocabulary.
+        pad_id: The padding id, allowed too (it may be ``vocab_size``, an id no token has).
 
     Returns:
         The ids as int64.
@@ -35,7 +36,7 @@ def check_tokens(tokens: object, vocab_size: int) -> torch.Tensor:
     if tokens.numel() == 0:
         raise ValueError(f"tokens must have B >= 1 and T >= 1, got shape {tuple(tokens.shape)}")
     lo, hi = int(tokens.min()), int(tokens.max())
-    if lo < 0 or hi >= vocab_size:
+    if lo < 0 or (hi >= vocab_size and hi != pad_id):
         raise ValueError(f"token ids must lie in [0, {vocab_size}) (vocab_size), got values in [{lo}, {hi}]")
     return tokens.long()
 

@@ -65,7 +65,8 @@ def attention_mask(
 
 
 class Attention(nn.Module):
-    """Self-attention over ``n_heads`` heads; q/k/v/o are :class:`LoRALinear` layers.
+    """Self-attention over ``n_heads`` query heads sharing ``kv_heads`` key/value heads
+    (grouped-query attention); q/k/v/o are :class:`LoRALinear` layers.
 
     Args:
         cfg: Model configuration.
@@ -76,20 +77,35 @@ class Attention(nn.Module):
         super().__init__()
         self.layer = layer
         self.n_heads = cfg.n_heads
+        self.kv_heads = cfg.kv_heads
         self.head_dim = cfg.head_dim
+        q_width, kv_width = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
 
-        def proj(target: str) -> LoRALinear:
+        def proj(target: str, n_in: int, n_out: int, bias: bool) -> LoRALinear:
             rank = cfg.lora_rank if cfg.has_lora(target) else 0
             return LoRALinear(
-                cfg.d_model,
-                cfg.d_model,
+                n_in,
+                n_out,
                 n_slots=cfg.n_adapter_slots,
                 rank=rank,
                 alpha=cfg.lora_alpha,
+                bias=bias,
                 init_std=cfg.init_std,
             )
 
-        self.q, self.k, self.v, self.o = proj("q"), proj("k"), proj("v"), proj("o")
+        bias = cfg.attention_bias
+        self.q = proj("q", cfg.d_model, q_width, bias)
+        self.k = proj("k", cfg.d_model, kv_width, bias)
+        self.v = proj("v", cfg.d_model, kv_width, bias)
+        self.o = proj("o", q_width, cfg.d_model, False)
+        # Query/key norms: per head (Qwen3-MoE) or over the whole projection (OLMoE).
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm == "head":
+            self.q_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
+            self.k_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
+        elif cfg.qk_norm == "full":
+            self.q_norm = nn.RMSNorm(q_width, eps=cfg.norm_eps)
+            self.k_norm = nn.RMSNorm(kv_width, eps=cfg.norm_eps)
 
     def forward(
         self,
@@ -113,15 +129,39 @@ class Attention(nn.Module):
         Returns:
             ``(B, T, d)``.
         """
-        B, T, d = x.shape
-        H, hd = self.n_heads, self.head_dim
-        q = self.q(x, ids).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k(x, ids).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
-        v = self.v(x, ids).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
+        B, T, _ = x.shape
+        H, Hkv, hd = self.n_heads, self.kv_heads, self.head_dim
+        q, k, v = self.q(x, ids), self.k(x, ids), self.v(x, ids)  # (B, T, H*hd), (B, T, Hkv*hd) x2
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.view(B, T, H, hd), k.view(B, T, Hkv, hd), v.view(B, T, Hkv, hd)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, hd)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k, v = cache.store(self.layer, k, v)  # (B, H, Tk, hd)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and is_causal)
-        y = y.transpose(1, 2).reshape(B, T, d)  # (B, T, d)
-        return self.o(y, ids)
+        return self.o(attend(q, k, v, mask, is_causal, self.layer, cache), ids)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    is_causal: bool,
+    layer: int,
+    cache: KVCache | None,
+) -> torch.Tensor:
+    """Scaled dot-product attention of ``q: (B, H, T, hd)`` over ``k, v: (B, Hkv, T, .)`` and
+    the cached keys/values; key/value heads are shared by ``H / Hkv`` query heads each.
+
+    Returns:
+        ``(B, T, H * hv)``.
+    """
+    B, H, T, _ = q.shape
+    if cache is not None:
+        k, v = cache.store(layer, k, v)  # (B, Hkv, Tk, .)
+    if k.shape[1] != H:
+        k, v = k.repeat_interleave(H // k.shape[1], dim=1), v.repeat_interleave(H // v.shape[1], dim=1)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and is_causal)
+    return y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H*hv)

@@ -16,13 +16,44 @@ import torch
 
 from cl.config import ModelSection
 from cl.model.config import ModelConfig
+from cl.model.tokenizer import ByteTokenizer, Tokenizer
 from cl.model.transformer import MoETransformer
 
-__all__ = ["base_model_config", "base_state", "build_base_model", "load_base_weights", "save_base_weights"]
+__all__ = [
+    "base_model_config",
+    "base_state",
+    "build_base_model",
+    "build_tokenizer",
+    "load_base_weights",
+    "save_base_weights",
+]
+
+
+def build_tokenizer(section: ModelSection) -> Tokenizer:
+    """The tokenizer of the base that ``section`` names: the checkpoint's own, or the byte tokenizer."""
+    if not section.checkpoint:
+        return ByteTokenizer()
+    from cl.model.checkpoint_tokenizer import CheckpointTokenizer
+
+    cfg = base_model_config(section)
+    return CheckpointTokenizer(section.checkpoint, cfg.vocab_size, cfg.bos_id, cfg.eos_ids)
 
 
 def base_model_config(section: ModelSection, n_adapter_slots: int = 1) -> ModelConfig:
     """The ``ModelConfig`` for ``section`` with room for ``n_adapter_slots`` adapters."""
+    if section.checkpoint:
+        from cl.model.checkpoint import read_checkpoint_config
+
+        spec = read_checkpoint_config(section.checkpoint)
+        return ModelConfig(
+            **spec.fields,
+            n_features=section.n_features,
+            n_labels=section.n_labels,
+            lora_rank=section.lora_rank,
+            lora_alpha=2.0 * section.lora_rank,
+            n_adapter_slots=n_adapter_slots,
+            never_sampled=(),
+        )
     return ModelConfig.preset(
         section.preset,
         n_features=section.n_features,
@@ -43,6 +74,8 @@ def build_base_model(section: ModelSection, n_adapter_slots: int = 1) -> MoETran
         >>> len(frozen) > 10 and all(torch.equal(a.get_parameter(n), b.get_parameter(n)) for n in frozen)
         True
     """
+    if section.checkpoint:
+        return _build_from_checkpoint(section, n_adapter_slots)
     cpu_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(section.seed)
@@ -57,6 +90,31 @@ def build_base_model(section: ModelSection, n_adapter_slots: int = 1) -> MoETran
         return seeded.eval()
     model = MoETransformer(base_model_config(section, n_adapter_slots))
     _install_base_state(model, base_state(seeded))
+    return model.eval()
+
+
+def _build_from_checkpoint(section: ModelSection, n_adapter_slots: int) -> MoETransformer:
+    """The checkpoint's weights, and our own additions (classify head, feature tokens) drawn
+    from ``seed`` whatever the slot count, so every process builds the same base."""
+    from cl.model.checkpoint import load_checkpoint
+
+    model = MoETransformer(base_model_config(section, n_adapter_slots))
+    load_checkpoint(model, section.checkpoint)
+    g = torch.Generator().manual_seed(section.seed)
+    std = model.config.init_std
+    with torch.no_grad():
+        head = model.classify_head
+        head.weight.copy_(torch.randn(head.weight.shape, generator=g) * std)
+        if head.bias is not None:
+            head.bias.zero_()
+        if model.features is not None:
+            f = model.features
+            f.weight.copy_(torch.randn(f.weight.shape, generator=g))
+            f.bias.copy_(torch.randn(f.bias.shape, generator=g) * std)
+            f.cls.copy_(torch.randn(f.cls.shape, generator=g) * std)
+    if section.base_weights:
+        load_base_weights(model, section.base_weights)
+    model.tokenizer = build_tokenizer(section)
     return model.eval()
 
 

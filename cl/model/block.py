@@ -1,4 +1,8 @@
-"""One pre-norm transformer block: ``x + attn(norm(x))`` then ``x + moe(norm(x))``."""
+"""One pre-norm transformer block: ``x + attn(norm(x))`` then ``x + moe(norm(x))``.
+
+A block in ``dense_layers`` has one dense SwiGLU MLP instead of experts (DeepSeek-V3's first
+layers); its ``moe`` is ``None``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from torch import nn
 from cl.model.attention import Attention
 from cl.model.cache import KVCache
 from cl.model.config import ModelConfig
-from cl.model.moe import MoE
+from cl.model.latent_attention import LatentAttention
+from cl.model.moe import MoE, SharedExpert
 
 
 class Block(nn.Module):
@@ -22,9 +27,12 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.attn = Attention(cfg, layer)
+        self.attn = LatentAttention(cfg, layer) if cfg.is_mla else Attention(cfg, layer)
         self.moe_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.moe = MoE(cfg)
+        if cfg.is_dense(layer):
+            self.moe, self.mlp = None, SharedExpert(cfg, cfg.dense_d_ff or cfg.d_ff, target="mlp")
+        else:
+            self.moe, self.mlp = MoE(cfg), None
 
     def forward(
         self,
@@ -52,9 +60,10 @@ class Block(nn.Module):
         """
         B, T, d = x.shape
         x = x + self.attn(self.attn_norm(x), ids, mask, is_causal, rope, cache)
-        h = self.moe(
-            self.moe_norm(x).reshape(B * T, d),
-            None if ids is None else ids.reshape(-1),
-            None if valid is None else valid.reshape(-1),
-        )  # (B*T, d)
+        flat = self.moe_norm(x).reshape(B * T, d)
+        flat_ids = None if ids is None else ids.reshape(-1)
+        if self.moe is None:
+            h = self.mlp(flat, flat_ids)  # (B*T, d)
+        else:
+            h = self.moe(flat, flat_ids, None if valid is None else valid.reshape(-1))  # (B*T, d)
         return x + h.view(B, T, d)

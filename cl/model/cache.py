@@ -19,6 +19,7 @@ class KVCache:
         max_len: Most tokens the cache can hold.
         device: Where the tensors live.
         dtype: Key/value dtype.
+        value_dim: Width of one value head when it differs from ``head_dim`` (MLA).
     """
 
     def __init__(
@@ -30,10 +31,12 @@ class KVCache:
         max_len: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        *,
+        value_dim: int | None = None,
     ) -> None:
-        shape = (n_layers, batch_size, n_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)  # (layers, B, H, S, hd)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)  # (layers, B, H, S, hd)
+        shape = (n_layers, batch_size, n_heads, max_len)
+        self.k = torch.zeros((*shape, head_dim), device=device, dtype=dtype)  # (layers, B, H, S, hd)
+        self.v = torch.zeros((*shape, value_dim or head_dim), device=device, dtype=dtype)  # (layers, B, H, S, hv)
         self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)  # (B, S)
         self.next_pos = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
         self.length = 0

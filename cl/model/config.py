@@ -30,6 +30,7 @@ LORA_TARGETS: tuple[str, ...] = (
     "router",
     "experts",
     "shared_expert",
+    "mlp",
     "classify",
     "lm",
 )
@@ -83,6 +84,33 @@ class ModelConfig:
         norm_eps: RMSNorm epsilon.
         rope_base: RoPE frequency base.
         init_std: Standard deviation of the base weights' normal initialisation.
+        n_kv_heads: Key/value heads (grouped-query attention); ``None`` = ``n_heads``.
+        attn_head_dim: Width of one head when it is not ``d_model / n_heads`` (Qwen3).
+        qk_norm: RMSNorm of queries and keys before RoPE: ``"head"`` per head (Qwen3-MoE),
+            ``"full"`` over all heads at once (OLMoE), or ``"none"``.
+        attention_bias: q/k/v projections have a bias (Qwen2-MoE).
+        norm_topk: Renormalise the k chosen gate weights to sum to 1 (``norm_topk_prob``).
+        routed_scale: Factor on the routed experts' output (DeepSeek-V3 ``routed_scaling_factor``).
+        n_expert_groups: Experts are split into this many groups (DeepSeek-V3 ``n_group``) ...
+        topk_groups: ... and a token chooses its experts from its best ``topk_groups`` groups.
+        shared_d_ff: Width of the shared expert; ``None`` = ``d_ff``.
+        shared_gate: Scale the shared expert by ``sigmoid(w . x)`` (Qwen2-MoE).
+        dense_layers: Blocks that have one dense SwiGLU MLP instead of experts.
+        dense_d_ff: Width of those dense MLPs; ``None`` = ``d_ff``.
+        tie_embeddings: The ``lm`` head reuses the token embedding matrix.
+        head_bias: The ``lm`` and ``classify`` heads have a bias (checkpoints' ``lm`` head has none).
+        pad_id: Padding id; ``vocab_size`` itself is allowed, an id no real token has.
+        bos_id: Beginning-of-sequence id, or ``None``.
+        eos_ids: Ids that end a generation.
+        cls_id: Id that ``classify`` prepends to text, or ``None`` (then ``pool`` must be ``mean``).
+        never_sampled: Ids generation never emits; ``None`` = the byte tokenizer's specials
+            and its non-ASCII bytes.
+        kv_lora_rank: Multi-head latent attention (DeepSeek-V2/V3) when > 0: width of the
+            compressed key/value.
+        q_lora_rank: MLA's compressed query width (0 = a plain query projection).
+        qk_rope_dim: MLA: the rotated part of each query/key head.
+        v_head_dim: MLA: width of a value head (``None`` = ``head_dim``).
+        rope_interleave: MLA: the checkpoint rotates adjacent pairs of dims (DeepSeek-V3).
     """
 
     vocab_size: int = ByteTokenizer.vocab_size
@@ -109,19 +137,75 @@ class ModelConfig:
     norm_eps: float = 1e-6
     rope_base: float = 10_000.0
     init_std: float = 0.02
+    n_kv_heads: int | None = None
+    attn_head_dim: int | None = None
+    qk_norm: Literal["none", "head", "full"] = "none"
+    attention_bias: bool = False
+    norm_topk: bool = True
+    routed_scale: float = 1.0
+    n_expert_groups: int = 1
+    topk_groups: int = 1
+    shared_d_ff: int | None = None
+    shared_gate: bool = False
+    dense_layers: tuple[int, ...] = ()
+    dense_d_ff: int | None = None
+    tie_embeddings: bool = False
+    head_bias: bool = True
+    pad_id: int = ByteTokenizer.pad_id
+    bos_id: int | None = ByteTokenizer.bos_id
+    eos_ids: tuple[int, ...] = (ByteTokenizer.eos_id,)
+    cls_id: int | None = ByteTokenizer.cls_id
+    never_sampled: tuple[int, ...] | None = None
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_rope_dim: int = 0
+    v_head_dim: int | None = None
+    rope_interleave: bool = False
 
     def __post_init__(self) -> None:
         # Accept a list from a TOML/YAML file but store a hashable tuple.
-        if isinstance(self.lora_targets, list):
-            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        for name in _TUPLE_FIELDS:
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         problems = _problems(self)
         if problems:
             raise ModelConfigError(problems)
 
     @property
     def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.d_model // self.n_heads
+        """Width of one query/key head."""
+        return self.attn_head_dim or self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (fewer than ``n_heads`` under grouped-query attention)."""
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def value_dim(self) -> int:
+        """Width of one value head."""
+        return self.v_head_dim or self.head_dim
+
+    @property
+    def is_mla(self) -> bool:
+        """Whether attention is multi-head latent attention."""
+        return self.kv_lora_rank > 0
+
+    @property
+    def rope_dim(self) -> int:
+        """How many dims of each head RoPE rotates."""
+        return self.qk_rope_dim if self.is_mla else self.head_dim
+
+    @property
+    def sampling_exclusions(self) -> tuple[int, ...]:
+        """Ids generation never emits (padding always among them when it is in the vocabulary)."""
+        if self.never_sampled is None:
+            return _BYTE_NEVER_SAMPLED
+        return tuple(sorted({*self.never_sampled, *([self.pad_id] if self.pad_id < self.vocab_size else [])}))
+
+    def is_dense(self, layer: int) -> bool:
+        """Whether block ``layer`` has a dense MLP instead of experts."""
+        return layer in self.dense_layers
 
     @property
     def lora_scale(self) -> float:
@@ -161,13 +245,22 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping that :meth:`from_dict` reads back (tuples become lists)."""
         out = dataclasses.asdict(self)
-        out["lora_targets"] = list(self.lora_targets)
+        for name in _TUPLE_FIELDS:
+            if out[name] is not None:
+                out[name] = list(out[name])
         return out
 
     def replace(self, **changes: Any) -> ModelConfig:
         """Copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+
+_TUPLE_FIELDS = ("lora_targets", "dense_layers", "eos_ids", "never_sampled")
+
+# The byte tokenizer's specials, and bytes >= 0x80: a lone non-ASCII byte decodes to U+FFFD,
+# which re-encodes as three other bytes, so feedback on it would train tokens that were never
+# served. The tiny byte-level LM therefore writes ASCII (found by the language-feedback evaluation).
+_BYTE_NEVER_SAMPLED = (ByteTokenizer.pad_id, ByteTokenizer.bos_id, ByteTokenizer.cls_id, *range(0x80, 0x100))
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU unit tests and the local default.
@@ -246,11 +339,40 @@ def _problems(cfg: ModelConfig) -> list[str]:  # noqa: C901 - a flat list of che
     for name in ("n_features", "lora_rank"):
         p += _positive_int(cfg, name, minimum=0)
     bad = {line.split("=", 1)[0] for line in p}  # fields already reported
-    if "vocab_size" not in bad and cfg.vocab_size < ByteTokenizer.vocab_size:
+    if "vocab_size" not in bad:
+        p += _token_id_problems(cfg)
+    for name in ("n_kv_heads", "attn_head_dim", "shared_d_ff", "dense_d_ff", "v_head_dim"):
+        if getattr(cfg, name) is not None:
+            p += _positive_int(cfg, name)
+    for name in ("n_expert_groups", "topk_groups"):
+        p += _positive_int(cfg, name)
+    for name in ("kv_lora_rank", "q_lora_rank", "qk_rope_dim"):
+        p += _positive_int(cfg, name, minimum=0)
+    bad = {line.split("=", 1)[0] for line in p}
+    if not bad & {"n_kv_heads", "n_heads"} and cfg.n_heads % cfg.kv_heads:
         p.append(
-            f"vocab_size={cfg.vocab_size} cannot hold the byte tokenizer; use vocab_size >= {ByteTokenizer.vocab_size}"
+            f"n_kv_heads={cfg.kv_heads} does not divide n_heads={cfg.n_heads}; grouped-query attention needs it to"
         )
-    if not bad & {"d_model", "n_heads"}:
+    if cfg.n_expert_groups > 1 and not bad & {"n_expert_groups", "topk_groups", "n_experts", "top_k"}:
+        if cfg.n_experts % cfg.n_expert_groups:
+            p.append(f"n_expert_groups={cfg.n_expert_groups} does not divide n_experts={cfg.n_experts}")
+        elif cfg.topk_groups > cfg.n_expert_groups:
+            p.append(f"topk_groups={cfg.topk_groups} exceeds n_expert_groups={cfg.n_expert_groups}")
+        elif cfg.top_k > cfg.topk_groups * (cfg.n_experts // cfg.n_expert_groups):
+            p.append(f"top_k={cfg.top_k} exceeds the experts in topk_groups={cfg.topk_groups} groups")
+    if cfg.qk_norm not in ("none", "head", "full"):
+        p.append(f"qk_norm={cfg.qk_norm!r} is unknown; use 'none', 'head' or 'full'")
+    if not isinstance(cfg.routed_scale, (int, float)) or cfg.routed_scale <= 0:
+        p.append(f"routed_scale={cfg.routed_scale!r} must be a number > 0")
+    if isinstance(cfg.dense_layers, tuple) and not bad & {"n_layers"}:
+        if outside := [i for i in cfg.dense_layers if not isinstance(i, int) or not 0 <= i < cfg.n_layers]:
+            p.append(f"dense_layers has {outside}, not block indices in [0, {cfg.n_layers})")
+    if cfg.is_mla and (cfg.qk_rope_dim < 2 or cfg.qk_rope_dim % 2 or cfg.qk_rope_dim >= cfg.head_dim):
+        p.append(f"qk_rope_dim={cfg.qk_rope_dim} must be even, >= 2 and below head_dim={cfg.head_dim} with MLA")
+    if not bad & {"d_model", "n_heads"} and cfg.attn_head_dim is not None:
+        if cfg.rope_dim % 2:
+            p.append(f"attn_head_dim={cfg.attn_head_dim} is odd; RoPE needs an even head width")
+    elif not bad & {"d_model", "n_heads"}:
         if cfg.d_model % cfg.n_heads:
             p.append(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}; pick n_heads dividing d_model")
         elif (cfg.d_model // cfg.n_heads) % 2:
@@ -280,7 +402,42 @@ def _problems(cfg: ModelConfig) -> list[str]:  # noqa: C901 - a flat list of che
         value = getattr(cfg, name)
         if not isinstance(value, (int, float)) or value <= 0:
             p.append(f"{name}={value!r} must be a number > 0")
-    for name in ("shared_expert", "balance_auto", "int8_experts"):
+    for name in (
+        "shared_expert",
+        "balance_auto",
+        "int8_experts",
+        "attention_bias",
+        "norm_topk",
+        "shared_gate",
+        "tie_embeddings",
+        "head_bias",
+        "rope_interleave",
+    ):
         if not isinstance(getattr(cfg, name), bool):
             p.append(f"{name}={getattr(cfg, name)!r} must be True or False")
+    return p
+
+
+def _token_id_problems(cfg: ModelConfig) -> list[str]:
+    p = []
+    v = cfg.vocab_size
+    if not isinstance(cfg.pad_id, int) or not 0 <= cfg.pad_id <= v:
+        p.append(f"pad_id={cfg.pad_id!r} must be an id in [0, vocab_size={v}] (vocab_size itself = no real token)")
+    for name in ("bos_id", "cls_id"):
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, int) or not 0 <= value < v):
+            p.append(f"{name}={value!r} must be None or an id in [0, vocab_size={v})")
+    for name in ("eos_ids", "never_sampled"):
+        ids = getattr(cfg, name)
+        if ids is not None and (
+            not isinstance(ids, tuple) or any(not isinstance(i, int) or not 0 <= i < v for i in ids)
+        ):
+            p.append(f"{name}={ids!r} must be a list of ids in [0, vocab_size={v})")
+    if cfg.never_sampled is None and v < ByteTokenizer.vocab_size:
+        p.append(
+            f"vocab_size={v} cannot hold the byte tokenizer; use vocab_size >= {ByteTokenizer.vocab_size} "
+            "or give the checkpoint's token ids (never_sampled, pad_id, ...)"
+        )
+    if cfg.cls_id is None and cfg.pool == "cls":
+        p.append("pool='cls' needs a cls_id to prepend; set pool='mean' for a vocabulary without one")
     return p

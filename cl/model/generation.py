@@ -18,15 +18,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from cl.model._checks import check_tokens
-from cl.model.tokenizer import ByteTokenizer
 
 if TYPE_CHECKING:
     from cl.model.transformer import MoETransformer
-
-# Specials, and bytes >= 0x80: a lone non-ASCII byte decodes to U+FFFD, which re-encodes as
-# three other bytes, so feedback on it would train tokens that were never served. The tiny
-# byte-level LM therefore writes ASCII (found by the language-feedback evaluation).
-_NEVER_SAMPLED = (ByteTokenizer.pad_id, ByteTokenizer.bos_id, ByteTokenizer.cls_id, *range(0x80, 0x100))
 
 
 MIN_TEMPERATURE = 1e-3
@@ -77,7 +71,8 @@ def generate(
     """Continue each prompt by up to ``max_new_tokens`` bytes.
 
     A row that emits EOS is finished: it gets PAD from then on, and generation stops
-    early once every row is finished. PAD, BOS and CLS are never sampled.
+    early once every row is finished. The config's ``sampling_exclusions`` (PAD, BOS, CLS, ...)
+    are never sampled.
 
     Args:
         model: The model (switched to eval mode for the call, then restored).
@@ -108,9 +103,9 @@ def generate(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if seed is not None and generator is not None:
         raise ValueError("give seed= or generator=, not both")
-    tokens = check_tokens(tokens, cfg.vocab_size).to(model.device)  # (B, T)
+    tokens = check_tokens(tokens, cfg.vocab_size, cfg.pad_id).to(model.device)  # (B, T)
     B, T = tokens.shape
-    if bool((tokens[:, -1] == ByteTokenizer.pad_id).any()):
+    if bool((tokens[:, -1] == cfg.pad_id).any()):
         raise ValueError(
             "every prompt must end in a real token: left-pad prompts "
             "(ByteTokenizer.batch(..., pad_side='left')) and give no empty prompt"
@@ -130,13 +125,15 @@ def generate(
         seq = tokens
         logits = model(tokens=seq, adapter_ids=adapter_ids, head="lm", cache=cache)[:, -1]  # (B, V)
         done = torch.zeros(B, dtype=torch.bool, device=seq.device)
+        never = list(cfg.sampling_exclusions)
+        eos = torch.tensor(cfg.eos_ids, dtype=torch.long, device=seq.device)
         for step in range(max_new_tokens):
-            logits[:, list(_NEVER_SAMPLED)] = float("-inf")
+            logits[:, never] = float("-inf")
             nxt = sample_next(logits, temperature, top_p, generator)  # (B,)
-            nxt = nxt.masked_fill(done, ByteTokenizer.pad_id)
+            nxt = nxt.masked_fill(done, cfg.pad_id)
             seq = torch.cat((seq, nxt[:, None]), dim=1)  # (B, T + step + 1)
             if stop_at_eos:
-                done |= nxt == ByteTokenizer.eos_id
+                done |= torch.isin(nxt, eos)
                 if bool(done.all()):
                     break
             if step == max_new_tokens - 1:

@@ -20,19 +20,30 @@ from kernels import ExpertLoRA, moe_experts
 
 
 class SharedExpert(nn.Module):
-    """One always-on SwiGLU MLP ``w2(silu(gate(x)) * up(x))`` with LoRA on both maps."""
+    """One always-on SwiGLU MLP ``w2(silu(gate(x)) * up(x))`` with LoRA on both maps.
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    The same module is a dense block's MLP (``target="mlp"``). ``w13`` stacks the gate rows
+    over the up rows, as the routed experts do. With ``gated`` (Qwen2-MoE) the output is
+    scaled by ``sigmoid(gate . x)``, one learned scalar gate per token.
+    """
+
+    def __init__(self, cfg: ModelConfig, d_ff: int | None = None, target: str = "shared_expert") -> None:
         super().__init__()
-        rank = cfg.lora_rank if cfg.has_lora("shared_expert") else 0
+        width = d_ff or cfg.shared_d_ff or cfg.d_ff
+        rank = cfg.lora_rank if cfg.has_lora(target) else 0
         kw = dict(n_slots=cfg.n_adapter_slots, rank=rank, alpha=cfg.lora_alpha, init_std=cfg.init_std)
-        self.w13 = LoRALinear(cfg.d_model, 2 * cfg.d_ff, **kw)
-        self.w2 = LoRALinear(cfg.d_ff, cfg.d_model, **kw)
+        self.w13 = LoRALinear(cfg.d_model, 2 * width, **kw)
+        self.w2 = LoRALinear(width, cfg.d_model, **kw)
+        gated = target == "shared_expert" and cfg.shared_gate
+        self.gate = nn.Linear(cfg.d_model, 1, bias=False) if gated else None
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
         """``x: (N, d)``, ``ids: (N,)`` or None -> ``(N, d)``."""
         gate, up = self.w13(x, ids).chunk(2, dim=-1)  # (N, F) each
-        return self.w2(F.silu(gate) * up, ids)  # (N, d)
+        out = self.w2(F.silu(gate) * up, ids)  # (N, d)
+        if self.gate is not None:
+            out = torch.sigmoid(self.gate(x)) * out  # (N, 1) * (N, d)
+        return out
 
 
 class MoE(nn.Module):

@@ -36,6 +36,9 @@ class Router(nn.Module):
         self.n_experts = cfg.n_experts
         self.top_k = cfg.top_k
         self.score = cfg.router_score
+        self.norm_topk = cfg.norm_topk
+        self.routed_scale = float(cfg.routed_scale)
+        self.groups, self.topk_groups = cfg.n_expert_groups, cfg.topk_groups
         self.rate = float(cfg.balance_rate)
         self.auto = cfg.balance_auto
         self.proj = LoRALinear(
@@ -83,18 +86,33 @@ class Router(nn.Module):
             valid: ``(N,)`` bool, False for padding (left out of load metrics and balancing).
 
         Returns:
-            ``(weights, experts)``: ``(N, k)`` gate weights in ``x.dtype`` summing to 1 per
-            token, and ``(N, k)`` int64 expert ids.
+            ``(weights, experts)``: ``(N, k)`` gate weights in ``x.dtype`` (summing to
+            ``routed_scale`` per token with ``norm_topk``), and ``(N, k)`` int64 expert ids.
         """
         logits = self.proj(x, ids).float()  # (N, E)
         scores = logits.sigmoid() if self.score == "sigmoid" else logits.softmax(-1)  # (N, E)
         with torch.no_grad():
             bias = self.balance_bias[0] if ids is None else self.balance_bias[ids + 1]  # (E,)|(N, E)
-            experts = (scores + bias).topk(self.top_k, dim=-1).indices  # (N, k)
+            experts = self._choose(scores + bias)  # (N, k)
         weights = scores.gather(-1, experts)  # (N, k)
-        weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-20)
+        if self.norm_topk:
+            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-20)
+        if self.routed_scale != 1.0:
+            weights = weights * self.routed_scale
         self._record(scores.detach(), experts, ids, valid)
         return weights.to(x.dtype), experts
+
+    def _choose(self, choice: torch.Tensor) -> torch.Tensor:
+        """Top-k of ``choice: (N, E)``; with groups (DeepSeek-V3), only among the experts of
+        each token's ``topk_groups`` best groups, a group scored by its two best experts."""
+        if self.groups > 1:
+            N, E = choice.shape
+            grouped = choice.view(N, self.groups, E // self.groups)  # (N, G, E/G)
+            group_score = grouped.topk(min(2, E // self.groups), dim=-1).values.sum(-1)  # (N, G)
+            keep = torch.zeros_like(group_score, dtype=torch.bool)
+            keep.scatter_(1, group_score.topk(self.topk_groups, dim=-1).indices, True)  # (N, G)
+            choice = grouped.masked_fill(~keep[..., None], float("-inf")).view(N, E)
+        return choice.topk(self.top_k, dim=-1).indices  # (N, k)
 
     @torch.no_grad()
     def _record(

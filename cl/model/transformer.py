@@ -35,7 +35,7 @@ from cl.model.generation import generate
 from cl.model.lora import LoRALinear
 from cl.model.quant import quantize_experts_int8
 from cl.model.rope import RotaryEmbedding
-from cl.model.tokenizer import ByteTokenizer
+from cl.model.tokenizer import ByteTokenizer, Tokenizer
 
 
 class MoETransformer(nn.Module):
@@ -52,7 +52,7 @@ class MoETransformer(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         nn.init.normal_(self.tok_emb.weight, std=cfg.init_std)
         self.features = FeatureTokenizer(cfg.n_features, cfg.d_model, cfg.init_std) if cfg.n_features else None
-        self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
+        self.rope = RotaryEmbedding(cfg.rope_dim, cfg.max_seq_len, cfg.rope_base)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
 
@@ -64,15 +64,19 @@ class MoETransformer(nn.Module):
                 n_slots=cfg.n_adapter_slots,
                 rank=rank,
                 alpha=cfg.lora_alpha,
-                bias=True,
+                bias=cfg.head_bias,
                 init_std=cfg.init_std,
             )
 
         self.classify_head = head("classify", cfg.n_labels)
         self.lm_head = head("lm", cfg.vocab_size)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
         if cfg.int8_experts:
             quantize_experts_int8(self)
         _adapters.freeze_base(self)
+        # Text in and out; a model built from a checkpoint carries the checkpoint's own.
+        self.tokenizer: Tokenizer = ByteTokenizer()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -171,15 +175,15 @@ class MoETransformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor], int]:
         """Validate, add CLS (classify), embed; return states, validity, RoPE and offset."""
         cfg = self.config
-        toks = check_tokens(tokens, cfg.vocab_size).to(self.device)  # (B, T)
+        toks = check_tokens(tokens, cfg.vocab_size, cfg.pad_id).to(self.device)  # (B, T)
         B, T = toks.shape
-        if head == "classify":
+        if head == "classify" and cfg.cls_id is not None:
             if T + 1 > cfg.max_seq_len:
                 raise ValueError(
                     f"sequence length {T} is too long: classify adds a CLS token and max_seq_len="
                     f"{cfg.max_seq_len}, so give at most {cfg.max_seq_len - 1} tokens"
                 )
-            cls = torch.full((B, 1), ByteTokenizer.cls_id, dtype=torch.long, device=toks.device)
+            cls = torch.full((B, 1), cfg.cls_id, dtype=torch.long, device=toks.device)
             toks = torch.cat((cls, toks), dim=1)  # (B, T+1)
         offset = 0 if cache is None else cache.length
         limit = cfg.max_seq_len if cache is None else min(cfg.max_seq_len, cache.max_len)
@@ -190,9 +194,11 @@ class MoETransformer(nn.Module):
             )
         if cache is not None and cache.batch_size != B:
             raise ValueError(f"cache holds {cache.batch_size} rows but tokens have {B} rows")
-        valid = toks != ByteTokenizer.pad_id  # (B, T)
+        valid = toks != cfg.pad_id  # (B, T)
         start = 0 if cache is None else cache.next_pos[:, None]
         positions = (start + valid.long().cumsum(1) - 1).clamp_min(0)  # (B, T)
+        if cfg.pad_id >= cfg.vocab_size:  # padding outside the vocabulary: embed any real row
+            toks = toks.masked_fill(~valid, 0)
         return self.tok_emb(toks), valid, self.rope(positions), offset
 
     # -- generation -----------------------------------------------------------------------
@@ -201,7 +207,14 @@ class MoETransformer(nn.Module):
         """An empty KV cache for ``batch_size`` rows and up to ``max_len`` (default max_seq_len) tokens."""
         cfg = self.config
         return KVCache(
-            cfg.n_layers, batch_size, cfg.n_heads, cfg.head_dim, max_len or cfg.max_seq_len, self.device, self.dtype
+            cfg.n_layers,
+            batch_size,
+            cfg.kv_heads,
+            cfg.head_dim,
+            max_len or cfg.max_seq_len,
+            self.device,
+            self.dtype,
+            value_dim=cfg.value_dim,
         )
 
     def generate(
@@ -243,29 +256,33 @@ class MoETransformer(nn.Module):
         Each value has ``tokens``, ``share`` (per-expert fraction of assignments),
         ``max_violation`` (max load / mean load - 1), ``entropy`` and ``max_entropy``.
         """
-        return {f"layer{i}": b.moe.router.load_stats() for i, b in enumerate(self.blocks)}
+        return {f"layer{i}": b.moe.router.load_stats() for i, b in enumerate(self.blocks) if b.moe is not None}
 
     def reset_expert_load_stats(self) -> None:
         """Start the expert-load metrics afresh."""
-        for b in self.blocks:
-            b.moe.router.reset_stats()
+        for router in self.routers():
+            router.reset_stats()
 
     def update_balance(self) -> None:
         """Apply the balancing-bias update from the load seen in training since the last one."""
-        for b in self.blocks:
-            b.moe.router.update_balance()
+        for router in self.routers():
+            router.update_balance()
 
     def defer_balance(self) -> list[torch.Tensor]:
         """Balance only on :meth:`update_balance`, not after every training forward, and
         return each layer's pending load ``(L+1, E)`` (live buffers): data-parallel learners
         sum these over the ranks before each update, so every rank nudges the bias alike."""
-        for b in self.blocks:
-            b.moe.router.auto = False
-        return [b.moe.router._pending for b in self.blocks]
+        for router in self.routers():
+            router.auto = False
+        return [router._pending for router in self.routers()]
 
     def balance_biases(self) -> list[torch.Tensor]:
         """Each layer's balancing-bias buffer ``(L+1, E)`` (live buffers)."""
-        return [b.moe.router.balance_bias for b in self.blocks]
+        return [router.balance_bias for router in self.routers()]
+
+    def routers(self) -> list[nn.Module]:
+        """The router of every MoE block, in order (dense blocks have none)."""
+        return [b.moe.router for b in self.blocks if b.moe is not None]
 
     def quantize_experts_int8(self) -> int:
         """Store routed expert weights as int8; returns how many layers changed."""

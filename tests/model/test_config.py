@@ -32,7 +32,7 @@ def test_all_problems_are_reported_at_once() -> None:
             n_heads=4,
             top_k=9,
             pool="max",
-            lora_targets=("q", "mlp"),
+            lora_targets=("q", "ffn"),
             balance_rate=-1.0,
             sliding_window=0,
             router_score="relu",
@@ -53,7 +53,7 @@ def test_all_problems_are_reported_at_once() -> None:
     ):
         assert field in text, f"{field} missing from:\n{text}"
     assert len(err.problems) == 8
-    assert "'mlp'" in text  # names the bad target and lists the valid ones
+    assert "'ffn'" in text  # names the bad target and lists the valid ones
     assert str(LORA_TARGETS) in text
 
 
