@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -c constraints.txt -e .
+	@# transformers pulls in Hugging Face's `kernels` package, whose import name is our own kernels/;
+	@# with it installed transformers imports ours and fails. It is optional at run time (docs/decisions.md).
+	$(BIN)/python -m pip uninstall -y -q kernels
 	@touch $@
 
 up down status: setup
