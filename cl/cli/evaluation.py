@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from cl.config import Config
 
@@ -63,7 +64,9 @@ def profile(config: Config, args: argparse.Namespace) -> int:
     from cl.model.base_model import base_model_config
     from cl.serving.profiling import format_table, profile_model
 
-    preset = args.preset or config.model.preset
+    # --preset wins over model.checkpoint; a checkpoint is profiled with its own shapes.
+    section = dataclasses.replace(config.model, preset=args.preset, checkpoint="") if args.preset else config.model
+    preset = f"checkpoint {Path(section.checkpoint).name}" if section.checkpoint else section.preset
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = [n for group in args.batch_size or [[1, 8, 32]] for n in group]
     # The replica's model: [model] with the preset asked for, and its bank of serve.adapter_cache_size slots.
@@ -74,7 +77,7 @@ def profile(config: Config, args: argparse.Namespace) -> int:
 
     say(f"preset {preset} on {device}, batch sizes {sizes}, {args.warmup} + {args.iters} iterations each")
     try:  # ModelConfigError (an unknown preset names the known ones) is a ValueError too
-        model_cfg = base_model_config(dataclasses.replace(config.model, preset=preset), n_adapter_slots=slots)
+        model_cfg = base_model_config(section, n_adapter_slots=slots)
         rows = profile_model(
             model_cfg,
             sizes,

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from cl.cli import admin, evaluation, security, stack
@@ -223,6 +224,12 @@ COMMANDS: tuple[Command, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cl", description="Online continual-learning service on Ray.")
     parser.add_argument("--config", help="TOML config file (default: $CL_CONFIG or ./cl.toml)")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="serve and learn on this Hugging Face MoE checkpoint directory instead of the preset "
+        "(sets model.checkpoint, as CL_MODEL_CHECKPOINT does)",
+    )
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
         (): parser.add_subparsers(dest="command", metavar="COMMAND")
     }
@@ -249,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        config = load_config(args.config if args.config else "auto")
+        env = {**os.environ, "CL_MODEL_CHECKPOINT": str(Path(args.checkpoint).resolve())} if args.checkpoint else None
+        config = load_config(args.config if args.config else "auto", env=env)
         return args.handler(config, args)
     except ConfigError as e:
         print(f"cl: {e}", file=sys.stderr)

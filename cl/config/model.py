@@ -53,7 +53,24 @@ class ModelSection:
                 f"model.checkpoint: {self.checkpoint} has no config.json; give a Hugging Face model directory "
                 '(config.json, *.safetensors, tokenizer.json), or "" for the preset'
             )
+        elif self.checkpoint:
+            out += _checkpoint_problems(self)
         return out
+
+
+def _checkpoint_problems(section: ModelSection) -> list[str]:
+    """Everything about a checkpoint that can be told before a replica loads it: its config
+    fields, its weight files and a tokenizer that fits the vocabulary."""
+    from cl.model.base_model import base_model_config, build_tokenizer
+    from cl.model.checkpoint import weight_files
+
+    try:
+        base_model_config(section)
+        weight_files(Path(section.checkpoint))
+        build_tokenizer(section)
+    except ValueError as e:  # CheckpointError and ModelConfigError, each naming the field
+        return [str(e)]
+    return []
 
 
 def _checkpoint_digest(directory: str) -> str:

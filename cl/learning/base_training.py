@@ -61,7 +61,9 @@ def train_base(
             total, n = 0.0, 0
             model.train()
             for start in range(0, len(order), batch_size):
-                for group in encode_examples(order[start : start + batch_size], model.config.max_seq_len):
+                for group in encode_examples(
+                    order[start : start + batch_size], model.config.max_seq_len, model.tokenizer
+                ):
                     inputs = {"tokens": group.tokens} if group.tokens is not None else {"features": group.features}
                     ids = torch.full((len(group.rows),), -1, dtype=torch.long)
                     logits = model(**inputs, adapter_ids=ids, head="classify")  # (B, C)

@@ -44,7 +44,7 @@ import torch
 
 from cl.events import FEEDBACK_SIGNALS, FeedbackEvent, RequestEvent
 from cl.model.config import ModelConfig
-from cl.model.tokenizer import ByteTokenizer
+from cl.model.tokenizer import ByteTokenizer, Tokenizer
 
 __all__ = ["Example", "ModelBatch", "check_example", "encode_examples"]
 
@@ -300,7 +300,9 @@ class ModelBatch:
     desirable: torch.Tensor
 
 
-def encode_examples(examples: Sequence[Example], max_seq_len: int) -> list[ModelBatch]:
+def encode_examples(
+    examples: Sequence[Example], max_seq_len: int, tokenizer: Tokenizer | None = None
+) -> list[ModelBatch]:
     """Group trainable examples by input kind and encode each group as one batch.
 
     Feature predicts, text predicts and generates go to separate batches (they need
@@ -313,11 +315,12 @@ def encode_examples(examples: Sequence[Example], max_seq_len: int) -> list[Model
     Args:
         examples: Trainable examples (the learner checked them against the model).
         max_seq_len: The model's ``max_seq_len``.
+        tokenizer: The model's tokenizer (``model.tokenizer``); the byte tokenizer by default.
 
     Returns:
         One :class:`ModelBatch` per input kind present: features, text, generate.
     """
-    tok = ByteTokenizer()
+    tok = tokenizer or ByteTokenizer()
     groups: dict[str, list[int]] = {"features": [], "text": [], "lm": []}
     for i, ex in enumerate(examples):
         kind = "lm" if ex.kind == "generate" else "features" if ex.features is not None else "text"
@@ -344,21 +347,25 @@ def encode_examples(examples: Sequence[Example], max_seq_len: int) -> list[Model
 
 
 def _lm_rows(
-    exs: Sequence[Example], tok: ByteTokenizer, max_seq_len: int
+    exs: Sequence[Example], tok: Tokenizer, max_seq_len: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Teacher-forcing inputs ``(B, T)``, next-token targets ``(B, T)`` and output mask ``(B, T)``."""
     seqs, starts = [], []
+    bos = [] if tok.bos_id is None else [tok.bos_id]
     for e in exs:
         answer = e.served_text if e.is_preference else e.correction
         output = tok.encode(answer or "", bos=False, eos=not e.is_preference)[: max_seq_len - 1]
-        room = max_seq_len + 1 - len(output) - 1  # prompt bytes that fit after BOS
+        room = max_seq_len + 1 - len(output) - len(bos)  # prompt tokens that fit after BOS
         prompt = tok.encode(e.text or "", bos=False)
         prompt = prompt[len(prompt) - room :] if len(prompt) > room else prompt
-        seqs.append([tok.bos_id, *prompt, *output])
-        starts.append(1 + len(prompt))  # index in seq of the first output token
+        if not bos and not prompt:  # no BOS and no prompt: the first output token has nothing to follow
+            prompt = output[:1]
+            output = output[1:]
+        seqs.append([*bos, *prompt, *output])
+        starts.append(len(bos) + len(prompt))  # index in seq of the first output token
     width = max(len(s) for s in seqs) - 1
     tokens = torch.full((len(seqs), width), tok.pad_id, dtype=torch.long)  # (B, T)
-    targets = torch.full((len(seqs), width), tok.pad_id, dtype=torch.long)  # (B, T)
+    targets = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T); read only under the mask
     mask = torch.zeros((len(seqs), width), dtype=torch.bool)  # (B, T)
     for r, (s, start) in enumerate(zip(seqs, starts)):
         n = len(s) - 1

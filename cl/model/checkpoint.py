@@ -32,7 +32,14 @@ import torch
 
 from cl.model.config import ModelConfig
 
-__all__ = ["FAMILIES", "CheckpointError", "CheckpointSpec", "load_checkpoint", "read_checkpoint_config"]
+__all__ = [
+    "FAMILIES",
+    "CheckpointError",
+    "CheckpointSpec",
+    "load_checkpoint",
+    "read_checkpoint_config",
+    "weight_files",
+]
 
 FAMILIES = ("qwen3_moe", "qwen2_moe", "olmoe", "mixtral", "deepseek_v3")
 
@@ -245,10 +252,12 @@ _OPTIONAL = {"attn_head_dim", "bos_id", "cls_id", "dense_d_ff", "shared_d_ff", "
 # ---- tensors ----------------------------------------------------------------------------
 
 
-def _open_weights(directory: Path) -> Iterator[tuple[str, Callable[[], torch.Tensor]]]:
-    """Every tensor name in the checkpoint with a loader for it (nothing read until asked)."""
-    from safetensors import safe_open
+def weight_files(directory: Path) -> list[str]:
+    """The checkpoint's safetensors files (one, or the shards its index names).
 
+    Raises:
+        CheckpointError: No weights, or a shard the index names is missing.
+    """
     index = directory / "model.safetensors.index.json"
     if index.is_file():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -262,6 +271,14 @@ def _open_weights(directory: Path) -> Iterator[tuple[str, Callable[[], torch.Ten
     for shard in shards:
         if not (directory / shard).is_file():
             raise CheckpointError(f"model.checkpoint: shard {shard} named by the index is missing from {directory}")
+    return shards
+
+
+def _open_weights(directory: Path) -> Iterator[tuple[str, Callable[[], torch.Tensor]]]:
+    """Every tensor name in the checkpoint with a loader for it (nothing read until asked)."""
+    from safetensors import safe_open
+
+    for shard in weight_files(directory):
         handle = safe_open(str(directory / shard), framework="pt")
         for name in handle.keys():
             yield name, (lambda h=handle, n=name: h.get_tensor(n))

@@ -39,6 +39,7 @@ import torch
 
 from cl.config import ServeConfig
 from cl.model import ByteTokenizer, ModelConfig, MoETransformer
+from cl.model.tokenizer import Tokenizer
 
 __all__ = [
     "GenerateItem",
@@ -52,7 +53,7 @@ __all__ = [
     "predict_batch",
 ]
 
-_TOKENIZER = ByteTokenizer()
+_BYTES = ByteTokenizer()
 
 
 class InputError(ValueError):
@@ -142,7 +143,7 @@ class Prediction:
 # ---- validation ---------------------------------------------------------------------
 
 
-def _check_text(field: str, text: object, limits: Limits) -> int:
+def _check_text(field: str, text: object, limits: Limits, tokenizer: Tokenizer) -> int:
     """Check a text field's type and length; returns its token count with BOS."""
     if not isinstance(text, str):
         raise InputError(field, f"expected a string, got {type(text).__name__}")
@@ -151,16 +152,21 @@ def _check_text(field: str, text: object, limits: Limits) -> int:
             field,
             f"{len(text)} characters exceeds the limit of {limits.max_text_chars} (serve.max_text_chars); shorten it",
         )
-    return len(text.encode("utf-8")) + 1  # BOS + one token per UTF-8 byte
+    return tokenizer.count(text)
 
 
-def check_predict(item: PredictItem, model_config: ModelConfig, limits: Limits) -> None:
+def _unit(tokenizer: Tokenizer) -> str:
+    return "UTF-8 bytes + BOS" if isinstance(tokenizer, ByteTokenizer) else "the checkpoint's tokenizer"
+
+
+def check_predict(item: PredictItem, model_config: ModelConfig, limits: Limits, tokenizer: Tokenizer = _BYTES) -> None:
     """Check that ``item`` can be classified by a model with ``model_config``.
 
     Args:
         item: The request (its ``slot`` is not checked here).
         model_config: The serving model's config (``n_features``, ``max_seq_len``).
         limits: The deployment's limits.
+        tokenizer: The model's tokenizer (counts the text's tokens).
 
     Raises:
         InputError: Neither or both inputs; a feature count other than ``n_features`` or
@@ -181,23 +187,28 @@ def check_predict(item: PredictItem, model_config: ModelConfig, limits: Limits) 
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InputError(f"features[{i}]", f"{value!r} is not a finite number; impute missing values first")
         return
-    tokens = _check_text("text", item.text, limits)
-    budget = model_config.max_seq_len - 1  # classify prepends a CLS token
+    tokens = _check_text("text", item.text, limits, tokenizer)
+    cls = model_config.cls_id is not None
+    budget = model_config.max_seq_len - cls  # classify prepends a CLS token where there is one
     if tokens > budget:
         raise InputError(
             "text",
-            f"{tokens} tokens (UTF-8 bytes + BOS) exceeds the model's limit of {budget} "
-            f"(max_seq_len={model_config.max_seq_len} minus CLS); shorten it to at most {budget - 1} bytes",
+            f"{tokens} tokens ({_unit(tokenizer)}) exceeds the model's limit of {budget} "
+            f"(max_seq_len={model_config.max_seq_len}{' minus CLS' if cls else ''}); shorten it to at most "
+            + (f"{budget - 1} bytes" if isinstance(tokenizer, ByteTokenizer) else f"{budget} tokens"),
         )
 
 
-def check_generate(item: GenerateItem, model_config: ModelConfig, limits: Limits) -> None:
+def check_generate(
+    item: GenerateItem, model_config: ModelConfig, limits: Limits, tokenizer: Tokenizer = _BYTES
+) -> None:
     """Check that ``item`` can be served by a model with ``model_config``.
 
     Args:
         item: The request (its ``slot`` is not checked here).
         model_config: The serving model's config (``max_seq_len``).
         limits: The deployment's limits.
+        tokenizer: The model's tokenizer (counts the prompt's tokens).
 
     Raises:
         InputError: ``max_new_tokens`` out of ``[1, limits.max_new_tokens]``; a bad
@@ -216,13 +227,13 @@ def check_generate(item: GenerateItem, model_config: ModelConfig, limits: Limits
         raise InputError("temperature", f"{item.temperature!r} must be a finite number >= 0 (0 = greedy)")
     if not (isinstance(item.top_p, (int, float)) and 0 < item.top_p <= 1):
         raise InputError("top_p", f"{item.top_p!r} must lie in (0, 1]; use 1.0 to sample from every token")
-    tokens = _check_text("prompt", item.prompt, limits)
+    tokens = _check_text("prompt", item.prompt, limits, tokenizer)
     if tokens + m > model_config.max_seq_len:
         room = model_config.max_seq_len - tokens
         fix = f"ask for at most {room} new tokens or shorten the prompt" if room >= 1 else "shorten the prompt"
         raise InputError(
             "prompt",
-            f"{tokens} prompt tokens (UTF-8 bytes + BOS) + max_new_tokens={m} exceeds the model's "
+            f"{tokens} prompt tokens ({_unit(tokenizer)}) + max_new_tokens={m} exceeds the model's "
             f"max_seq_len={model_config.max_seq_len}; {fix}",
         )
 
@@ -259,7 +270,7 @@ def predict_batch(model: MoETransformer, items: Sequence[PredictItem]) -> list[P
             ids = _adapter_ids([items[i].slot for i in feature_rows], model.device)
             _fill(out, feature_rows, model(features=x, adapter_ids=ids, head="classify"))
         if text_rows:
-            tokens = _TOKENIZER.batch([items[i].text for i in text_rows], pad_side="right")  # (B, T)
+            tokens = model.tokenizer.batch([items[i].text for i in text_rows], pad_side="right")  # (B, T)
             ids = _adapter_ids([items[i].slot for i in text_rows], model.device)
             _fill(out, text_rows, model(tokens=tokens, adapter_ids=ids, head="classify"))
     return out  # type: ignore[return-value]
@@ -306,7 +317,7 @@ def generate_batch(model: MoETransformer, items: Sequence[GenerateItem]) -> list
     with torch.inference_mode():
         for rows in groups.values():
             first = items[rows[0]]
-            tokens = _TOKENIZER.batch([items[i].prompt for i in rows], pad_side="left")  # (B, T)
+            tokens = model.tokenizer.batch([items[i].prompt for i in rows], pad_side="left")  # (B, T)
             seq = model.generate(
                 tokens,
                 max_new_tokens=first.max_new_tokens,
@@ -317,5 +328,5 @@ def generate_batch(model: MoETransformer, items: Sequence[GenerateItem]) -> list
             )  # (B, T + n)
             new = seq[:, tokens.shape[1] :].cpu()  # (B, n)
             for row, ids in zip(rows, new):
-                out[row] = _TOKENIZER.decode(ids)
+                out[row] = model.tokenizer.decode(ids)
     return out
