@@ -378,3 +378,34 @@ def test_held_out_feedback_is_watched_but_never_learned(synth, make_learner):
     learner.learn(held)
     after = learner.model.adapter_state(0)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_learner_on_a_hugging_face_checkpoint_learns_corrections_with_its_tokenizer(tmp_path):
+    """The same loop on a pretrained checkpoint: its BPE tokens in, a correction becomes likelier,
+    and texts of other tokenizations (no BOS in the vocabulary's sense, padding outside it) work."""
+    from cl.testing.tiny_checkpoints import build_tiny_checkpoint
+
+    directory = build_tiny_checkpoint("olmoe", tmp_path / "olmoe")
+    model = build_base_model(ModelSection(checkpoint=str(directory), n_features=0), n_adapter_slots=1)
+    learner = OnlineLearner(model, LearnerConfig(replay_ratio=0.0, lr=1e-2), seed=0)
+    ex = Example("x", "r", "generate", "correction", text="how are you?", served_text="lazy", correction="fine")
+
+    def nll() -> float:
+        (batch,) = encode_examples([ex], model.config.max_seq_len, model.tokenizer)
+        assert int(batch.tokens.max()) <= model.config.vocab_size  # BPE ids (and padding) of the checkpoint
+        with torch.no_grad():
+            logits = model(tokens=batch.tokens, adapter_ids=torch.tensor([0]), head="lm")
+        return float(SupervisedLoss()(score_tokens(logits, batch.targets, batch.mask))[0])
+
+    start = nll()
+    for step in range(6):
+        learner.learn(
+            [
+                Example(
+                    f"e{step}-{i}", "r", "generate", "correction", text=ex.text, served_text="lazy", correction="fine"
+                )
+                for i in range(4)
+            ]
+            + [Example(f"p{step}", "r", "predict", "label", text="the quick brown fox", served_label=0, target=2)]
+        )
+    assert nll() < start - 0.5, (start, nll())
