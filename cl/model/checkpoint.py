@@ -75,7 +75,7 @@ _HARMLESS = {
     "moe_layer_freq",
     "topk_method",
     "scoring_func",
-    "sliding_window",
+    "sliding_window",  # Mixtral's is read; Qwen's only counts with use_sliding_window (refused)
     "use_sliding_window",
     "tie_word_embeddings",
     "auto_map",
@@ -214,6 +214,7 @@ def read_checkpoint_config(directory: str | Path) -> CheckpointSpec:
         fields["attention_bias"] = bool(take("attention_bias", default=False))
     elif family == "mixtral":
         fields["norm_topk"] = True  # softmax over all experts, then the k renormalised
+        fields["sliding_window"] = cfg.get("sliding_window")  # a key sees keys < window positions behind
     elif family == "deepseek_v3":
         n_shared = take("n_shared_experts", default=0)
         fields.update(

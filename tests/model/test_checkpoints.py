@@ -121,6 +121,18 @@ def test_greedy_generation_matches_transformers_with_and_without_cache(checkpoin
             assert got.tolist() == expected.tolist(), f"use_cache={use_cache}"
 
 
+def test_mixtral_sliding_window_matches_transformers(tmp_path: Path) -> None:
+    directory = build_tiny_checkpoint("mixtral", tmp_path / "windowed", sliding_window=4)
+    ref, ours = load_reference(directory), _ours(directory)
+    assert ours.config.sliding_window == 4
+    ids = torch.tensor([ours.tokenizer.encode(PROMPTS[0])])
+    assert ids.shape[1] > 8
+    with torch.no_grad():
+        torch.testing.assert_close(ours(tokens=ids, head="lm"), ref(ids).logits, atol=2e-5, rtol=1e-4)
+    expected = ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
+    assert ours.generate(ids, max_new_tokens=12).tolist() == expected.tolist()
+
+
 def test_tokenizer_matches_transformers_and_reads_the_chat_template(checkpoints: dict) -> None:
     import transformers
 
