@@ -194,22 +194,16 @@ def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.float() - want.float()).abs().max() / want.float().abs().max()).item()
 
 
-def bench_gpu(
-    peak_gbps: float,
-    *,
-    dev: torch.device = torch.device("cuda"),
-    dt: torch.dtype = torch.bfloat16,
-    moe_sizes: tuple[int, int, int, int] = (64, 8, 2048, 1024),  # E, k, d, f: OLMoE-1B-7B-like experts
-    tokens: tuple[int, ...] = (1, 16, 64, 4096),
-    lora_sizes: tuple[int, int, int, int] = (512, 32, 2048, 16),  # rows, adapters, d, r
-) -> None:
+Timer = Callable[[Callable[[], object]], float]
+
+
+def cuda_timers() -> tuple[Timer, Timer]:
+    """``(eager, graphed)``: median seconds per call by ``triton.testing.do_bench`` (CUDA events, warm-up
+    first), and the same replayed from a CUDA graph (NaN, with the reason printed, if capture fails)."""
     import triton.testing as tt
 
-    name = torch.cuda.get_device_name() if dev.type == "cuda" else str(dev)
-    print(f"\nGPU: {name}, {dt}, peak HBM bandwidth assumed {peak_gbps:.0f} GB/s")
-
-    def bench(fn) -> float:
-        return tt.do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e-3  # seconds
+    def eager(fn) -> float:
+        return tt.do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e-3
 
     def graphed(fn) -> float:
         try:
@@ -219,67 +213,133 @@ def bench_gpu(
             print(f"  (CUDA graph capture failed: {type(exc).__name__}: {exc})")
             return float("nan")
 
+    return eager, graphed
+
+
+def moe_rows(
+    peak_gbps: float | None,
+    *,
+    dev: torch.device,
+    dt: torch.dtype,
+    moe_sizes: tuple[int, int, int, int],
+    tokens: tuple[int, ...],
+    timer: Timer,
+    graphed: Timer | None,
+    int8: bool = True,
+) -> list[dict[str, float | int | str]]:
+    """The fused-MoE table's rows: Triton (eager, CUDA graph at T <= 64) against the per-expert
+    loop and the reference, with achieved bandwidth and error, for each T and weight kind.
+
+    Returns:
+        One dict per (T, weights): ``T``, ``weights``, ``triton_s``, ``graph_s``, ``loop_s``,
+        ``ref_s`` (NaN where not run), ``loop_over_triton`` (eager over eager), ``gbps`` and
+        ``pct_peak`` (from the faster of eager and graph; NaN without a peak), ``tflops``, ``err``.
+    """
     E, k, d, f = moe_sizes
     torch.manual_seed(0)
     w13 = (torch.randn(E, 2 * f, d, device=dev) / d**0.5).to(dt)
     w2 = (torch.randn(E, d, f, device=dev) / f**0.5).to(dt)
-    int8 = {
+    q = {
         "w13": torch.randint(-127, 128, (E, 2 * f, d), device=dev, dtype=torch.int8),
         "w2": torch.randint(-127, 128, (E, d, f), device=dev, dtype=torch.int8),
         "w13_scale": torch.full((E, 2 * f), 1 / (127 * d**0.5), device=dev),
         "w2_scale": torch.full((E, d), 1 / (127 * f**0.5), device=dev),
     }
-    print(f"\nFused MoE, {dt}, E={E} k={k} d={d} f={f}; Triton launched with check_ids=False (no host sync)")
-    print(
-        f"  {'T':>5} {'weights':>7} {'triton':>11} {'+cuda graph':>12} {'torch loop':>11} {'ref':>11} "
-        f"{'loop/triton':>11} {'GB/s':>7} {'% peak':>7} {'TFLOP/s':>8} {'err':>8}"
-    )
+    nan = float("nan")
+    rows = []
     for T in tokens:
         x = torch.randn(T, d, device=dev, dtype=dt)
         wts, ids = routing(T, E, k, dev, dt)
-        for label in ("float", "int8"):
+        for label in ("float", "int8") if int8 else ("float",):
             if label == "float":
                 a13, a2, kw = w13, w2, {}
             else:
-                a13, a2, kw = int8["w13"], int8["w2"], {"w13_scale": int8["w13_scale"], "w2_scale": int8["w2_scale"]}
+                a13, a2, kw = q["w13"], q["w2"], {"w13_scale": q["w13_scale"], "w2_scale": q["w2_scale"]}
             err = _rel_err(fused_moe(x, a13, a2, wts, ids, **kw), fused_moe_ref(x, a13, a2, wts, ids, **kw))
             fused = lambda: fused_moe(x, a13, a2, wts, ids, check_ids=False, **kw)  # noqa: E731
-            t_tri = bench(fused)
-            t_graph = graphed(fused) if T <= 64 else float("nan")
-            t_loop = t_ref = float("nan")
+            t_tri = timer(fused)
+            t_graph = graphed(fused) if graphed is not None and T <= 64 else nan
+            t_loop = t_ref = nan
             if label == "float":  # the torch baselines run on float weights only
-                t_loop = bench(lambda: moe_masked_loop(x, w13, w2, wts, ids))
-                t_ref = bench(lambda: fused_moe_ref(x, w13, w2, wts, ids))
+                t_loop = timer(lambda: moe_masked_loop(x, w13, w2, wts, ids))
+                t_ref = timer(lambda: fused_moe_ref(x, w13, w2, wts, ids))
             best = min(t_tri, t_graph) if t_graph == t_graph else t_tri
             el = torch.finfo(dt).bits // 8
             gbps = moe_bytes(T, ids, d, f, el if label == "float" else 1, el, label == "int8") / best / 1e9
-            tflops = 2 * ids.numel() * 3 * f * d / best / 1e12
-            ratio = f"{t_loop / t_tri:.2f}x" if t_loop == t_loop else "-"
-            print(
-                f"  {T:>5} {label:>7} {_us(t_tri):>11} {_us(t_graph):>12} {_us(t_loop):>11} {_us(t_ref):>11} "
-                f"{ratio:>11} {gbps:>7.0f} {100 * gbps / peak_gbps:>6.1f}% {tflops:>8.1f} {err:>8.1e}"
+            rows.append(
+                {
+                    "T": T,
+                    "weights": label,
+                    "triton_s": t_tri,
+                    "graph_s": t_graph,
+                    "loop_s": t_loop,
+                    "ref_s": t_ref,
+                    "loop_over_triton": t_loop / t_tri,
+                    "gbps": gbps,
+                    "pct_peak": 100 * gbps / peak_gbps if peak_gbps else nan,
+                    "tflops": 2 * ids.numel() * 3 * f * d / best / 1e12,
+                    "err": err,
+                }
             )
-    print("  GB/s and TFLOP/s use the faster of eager and CUDA graph; err = max |triton - ref| / max |ref|")
-    print(
-        "  bytes = U*3*f*d*w_bytes (+ U*(2f+d)*4 int8 scales) + a_bytes*(2*T*d + 2*P*f + 2*P*d), U = distinct experts"
-    )
+    return rows
 
+
+def lora_times(
+    *, dev: torch.device, dt: torch.dtype, lora_sizes: tuple[int, int, int, int], timer: Timer
+) -> tuple[dict[str, float], float]:
+    """Multi-LoRA (Triton) against the per-adapter loop and the reference: seconds per call by
+    variant, and ``max |triton - ref| / max |ref|``. Rows draw adapters in ``[-1, L)``."""
     n, L, d, r = lora_sizes
+    torch.manual_seed(0)
     x = torch.randn(n, d, device=dev, dtype=dt)
     base = torch.randn(n, d, device=dev, dtype=dt)
     a = (torch.randn(L, r, d, device=dev) / d**0.5).to(dt)
     b = (torch.randn(L, d, r, device=dev) / r**0.5).to(dt)
     lids = torch.randint(-1, L, (n,), device=dev)
     err = _rel_err(multi_lora(x, a, b, lids, 0.5, base), multi_lora_ref(x, a, b, lids, 0.5, base))
-    times = {  # do_bench gives the median only
-        "multi_lora (Triton)": bench(lambda: multi_lora(x, a, b, lids, 0.5, base, check_ids=False)),
-        "per-adapter masked loop": bench(lambda: lora_adapter_loop(x, a, b, lids, 0.5, base)),
-        "multi_lora_ref": bench(lambda: multi_lora_ref(x, a, b, lids, 0.5, base)),
+    times = {
+        "multi_lora (Triton)": timer(lambda: multi_lora(x, a, b, lids, 0.5, base, check_ids=False)),
+        "per-adapter masked loop": timer(lambda: lora_adapter_loop(x, a, b, lids, 0.5, base)),
+        "multi_lora_ref": timer(lambda: multi_lora_ref(x, a, b, lids, 0.5, base)),
     }
-    times = {name: (t, t) for name, t in times.items()}
+    return times, err
+
+
+def bench_gpu(
+    peak_gbps: float,
+    *,
+    dev: torch.device = torch.device("cuda"),
+    dt: torch.dtype = torch.bfloat16,
+    moe_sizes: tuple[int, int, int, int] = (64, 8, 2048, 1024),  # E, k, d, f: OLMoE-1B-7B-like experts
+    tokens: tuple[int, ...] = (1, 16, 64, 4096),
+    lora_sizes: tuple[int, int, int, int] = (512, 32, 2048, 16),  # rows, adapters, d, r
+) -> None:
+    name = torch.cuda.get_device_name() if dev.type == "cuda" else str(dev)
+    print(f"\nGPU: {name}, {dt}, peak HBM bandwidth assumed {peak_gbps:.0f} GB/s")
+    timer, graphed = cuda_timers()
+    E, k, d, f = moe_sizes
+    print(f"\nFused MoE, {dt}, E={E} k={k} d={d} f={f}; Triton launched with check_ids=False (no host sync)")
+    print(
+        f"  {'T':>5} {'weights':>7} {'triton':>11} {'+cuda graph':>12} {'torch loop':>11} {'ref':>11} "
+        f"{'loop/triton':>11} {'GB/s':>7} {'% peak':>7} {'TFLOP/s':>8} {'err':>8}"
+    )
+    for row in moe_rows(peak_gbps, dev=dev, dt=dt, moe_sizes=moe_sizes, tokens=tokens, timer=timer, graphed=graphed):
+        ratio = f"{row['loop_over_triton']:.2f}x" if row["loop_s"] == row["loop_s"] else "-"
+        print(
+            f"  {row['T']:>5} {row['weights']:>7} {_us(row['triton_s']):>11} {_us(row['graph_s']):>12} "
+            f"{_us(row['loop_s']):>11} {_us(row['ref_s']):>11} {ratio:>11} {row['gbps']:>7.0f} "
+            f"{row['pct_peak']:>6.1f}% {row['tflops']:>8.1f} {row['err']:>8.1e}"
+        )
+    print("  GB/s and TFLOP/s use the faster of eager and CUDA graph; err = max |triton - ref| / max |ref|")
+    print(
+        "  bytes = U*3*f*d*w_bytes (+ U*(2f+d)*4 int8 scales) + a_bytes*(2*T*d + 2*P*f + 2*P*d), U = distinct experts"
+    )
+
+    n, L, d, r = lora_sizes
+    times, err = lora_times(dev=dev, dt=dt, lora_sizes=lora_sizes, timer=timer)
     print_table(
         f"Mixed-adapter LoRA, {dt}, {n} rows, {L} adapters (+ rows without), d={d}, r={r}",
-        times,
+        {name: (t, t) for name, t in times.items()},  # do_bench gives the median only
         "per-adapter masked loop",
         note=f"max |triton - ref| / max |ref| = {err:.1e}",
     )

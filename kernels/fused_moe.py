@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._private.dispatch import check_ids_enabled, triton_usable
+from kernels._private.dispatch import autocast_operands, check_ids_enabled, triton_usable
 from kernels._private.moe_align import moe_align_block_size
 from kernels._private.triton_compat import cdiv, check_launch_device, interpreting, lazy_jit, scratch, tl
 from kernels.lora import ExpertLoRA, grouped_lora_delta, multi_lora  # ExpertLoRA re-exported
@@ -446,11 +446,17 @@ def moe_experts(
     importable and no gradient is needed; otherwise :func:`fused_moe_ref`.
     ``CL_KERNELS=torch`` forces the reference; ``CL_KERNELS_CHECK_IDS=0`` skips
     the launcher's id range checks (a host sync), keeping decode sync-free.
-    Arguments and result as :func:`fused_moe_ref`.
+    Under ``torch.autocast`` the float activations and weights (LoRA included)
+    are cast to its dtype first, as for a matmul; int8 weights and the scales
+    are left as they are. Arguments and result as :func:`fused_moe_ref`.
 
     Raises:
         ValueError: Bad shapes, dtypes or ids.
     """
+    x, w13, w2 = autocast_operands(x, w13, w2)
+    if lora is not None and torch.is_autocast_enabled(x.device.type):
+        ids, *weights = lora.tensors()
+        lora = ExpertLoRA(ids, *autocast_operands(*weights), lora.scale)
     lora_tensors = lora.tensors() if lora is not None else ()
     if triton_usable(x, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, lora_tensors):
         return fused_moe(

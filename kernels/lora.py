@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels._private.dispatch import check_ids_enabled, triton_usable
+from kernels._private.dispatch import autocast_operands, check_ids_enabled, triton_usable
 from kernels._private.moe_align import moe_align_block_size
 from kernels._private.triton_compat import cdiv, check_launch_device, lazy_jit, next_pow2, tl
 
@@ -457,12 +457,15 @@ def apply_lora(
         scale: LoRA scaling (``alpha / r``).
         base: ``(T, N)`` output of the base layer, or None for zeros.
 
+    Under ``torch.autocast`` the float inputs are cast to its dtype first (as for a matmul).
+
     Returns:
         ``(T, N)`` tensor in x's dtype; ``base`` is never modified.
 
     Raises:
         ValueError: Bad shapes, dtypes or ids.
     """
+    x, a, b, base = autocast_operands(x, a, b, base)
     if triton_usable(x, a, b, ids, base):
         return multi_lora(x, a, b, ids, scale, base, check_ids=check_ids_enabled())
     return multi_lora_ref(x, a, b, ids, scale, base)

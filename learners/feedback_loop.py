@@ -45,6 +45,7 @@ from cl.learning.schedule import LoopLimits, LoopSchedule
 from cl.lifecycle import DriftDetected, UserQuarantined, VersionPublished
 from cl.model.base_model import build_base_model
 from cl.registry import AdapterRegistry, VersionTags
+from cl.serving.placement import place_for_training
 from cl.testing.failpoints import failpoint
 from learners.metrics import LearnerMetrics
 from learners.rank_state import merge_metrics, merge_positions, rank_parts, share_for_rank
@@ -73,6 +74,7 @@ class FeedbackLoop:
         limits: when to stop.
         say: where progress lines go (the job's log).
         group: the ranks to move in lockstep with (default: from ``torch.distributed``).
+        device: where the model learns; on CUDA a bfloat16 base under autocast, float32 adapters.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class FeedbackLoop:
         limits: LoopLimits = LoopLimits(),
         say: Callable[[str], None] = print,
         group: RankGroup | None = None,
+        device: torch.device | str = "cpu",
     ):
         self.group = group or current_group()
         if self.group.world_size != world_size:
@@ -100,7 +103,7 @@ class FeedbackLoop:
         self.producer = EventProducer(config.kafka.bootstrap_servers, client_id=f"{config.app}-learner-{rank}")
         self.dead_letters = DeadLetters(self.producer, self.topics.dlq)
         self.metrics = LearnerMetrics(config.app, rank)
-        self.model = build_base_model(config.model, n_adapter_slots=1)
+        self.model = place_for_training(build_base_model(config.model, n_adapter_slots=1), torch.device(device))
         self.learner = OnlineLearner(
             self.model,
             config.learner,

@@ -14,7 +14,8 @@ Run it with ``ray job submit`` (the README gives the command) or ``cl retrain``:
    or a JSON-lines dataset; saved as safetensors for ``model.base_weights``); then a fresh
    adapter, or one continued from a named version, learns for
    ``--epochs`` shuffled passes through the same :class:`~cl.learning.online_learner.OnlineLearner`
-   as online learning (replay and drift handling off: an epoch revisits everything anyway);
+   as online learning (replay and drift handling off: an epoch revisits everything anyway), on a
+   GPU when ``learner.use_gpu`` says so (``"auto"``: when this process sees one);
 3. **evaluate**: accuracy on the held-out feedback (``cl.learning.eval_set``, never trained on) of
    the base, the starting adapter and the result, after every epoch;
 4. **register**: an MLflow version tagged ``source=retrain`` (curves and metrics on its run),
@@ -48,6 +49,7 @@ from cl.learning.online_learner import OnlineLearner
 from cl.lifecycle import VersionPublished
 from cl.model.base_model import base_model_config, build_base_model
 from cl.registry import AdapterRegistry, VersionTags
+from cl.serving.placement import place_for_training, resolve_device
 from streams.history import read_history
 
 __all__ = ["RetrainError", "RetrainOptions", "RetrainResult", "collect_examples", "main", "retrain"]
@@ -193,6 +195,11 @@ def retrain(config: Config, options: RetrainOptions, say: Say = print) -> Retrai
     if options.train_base:
         config = _train_base(config, model, train, options, held, score_adapter(model, -1, held), say)
 
+    # The base trained (if asked) in float32 on the CPU; the adapter learns where learner.use_gpu says.
+    device = resolve_device(config.learner.use_gpu, torch.cuda.device_count())
+    place_for_training(model, device)
+    if device.type == "cuda":
+        say(f"retrain: learning on {torch.cuda.get_device_name(device)} (bfloat16 autocast, float32 adapter)")
     learner_config = dataclasses.replace(
         config.learner,
         replay_ratio=0.0,

@@ -21,12 +21,13 @@ import ray
 from ray import serve
 
 from cl.config import Config, ConfigError, load_config
+from cl.serving.placement import plan_gpus
 from serve._private.status_board import kill_board
 from serve.ingress import Ingress
 from serve.replica import ModelReplica
 from serve.rollout_controller import kill_controller
 
-__all__ = ["app_from_env", "base_url", "build_app", "connect", "deploy", "shutdown"]
+__all__ = ["app_from_env", "base_url", "build_app", "connect", "deploy", "replica_gpus", "shutdown"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def build_app(config: Config, *, batching: bool = True) -> serve.Application:
     """The application graph: ``Ingress`` -> ``ModelReplica`` configured from ``config``.
 
     Args:
-        config: The service config (``serve`` sizes the replicas and their batches).
+        config: The service config (``serve`` sizes the replicas, their GPUs and their batches).
         batching: Use the replicas' dynamic batching; ``False`` runs each request alone
             (for benchmarks).
 
@@ -49,9 +50,12 @@ def build_app(config: Config, *, batching: bool = True) -> serve.Application:
         if values["auth"][name]:
             values["auth"][name] = str(Path(values["auth"][name]).resolve())
     s = config.serve
+    # "auto" becomes a number here, where Ray's GPUs are known; the replicas read that number.
+    gpus = replica_gpus(config)
+    values["serve"]["num_gpus"] = gpus
     replica = ModelReplica.options(
         num_replicas=s.replicas,
-        ray_actor_options={"num_cpus": s.replica_num_cpus},
+        ray_actor_options={"num_cpus": s.replica_num_cpus, "num_gpus": gpus},
         # Let enough requests reach a replica to fill a batch (Serve's default is 5).
         max_ongoing_requests=max(8, 2 * s.max_batch_size),
     ).bind(values)
@@ -59,6 +63,19 @@ def build_app(config: Config, *, batching: bool = True) -> serve.Application:
         ray_actor_options={"num_cpus": 0},  # I/O-bound: parsing, routing, Kafka
         max_ongoing_requests=max(64, 4 * s.max_batch_size * s.replicas),
     ).bind(replica, values, batching)
+
+
+def replica_gpus(config: Config) -> float:
+    """The GPUs one model replica asks Ray for: ``serve.num_gpus``, with ``"auto"`` resolved
+    against the GPUs of the cluster this process is connected to (none when it is not)."""
+    reported = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    return plan_gpus(
+        config.serve.num_gpus,
+        config.learner.use_gpu,
+        replicas=config.serve.replicas,
+        workers=config.learner.workers,
+        gpus_reported=reported,
+    ).per_replica
 
 
 def app_from_env(args: dict[str, Any]) -> serve.Application:

@@ -1,18 +1,19 @@
 """``Ingress``: the HTTP edge (FastAPI on Ray Serve) in front of the model replicas.
 
-==========================  ======================================================================
-``POST /v1/predict``        classify ``text`` or ``features`` -> label, probabilities, version
-``POST /v1/generate``       continue a ``prompt`` -> text, version
-``POST /v1/completions``    OpenAI-style completions for the lm head (:mod:`serve._private.completions`)
-``POST /v1/feedback``       a :class:`cl.events.FeedbackEvent` -> 202 once Kafka acknowledged it
-``GET /v1/models``          registered versions, aliases, what each replica serves and holds
-``GET /v1/rollout``         the rollout: traffic split, champion history, what it waits for
-``POST /v1/admin/promote``  make a version the champion
-``POST /v1/admin/rollback`` take the challenger to 0, or make any earlier version champion
-``POST /v1/admin/traffic``  set a challenger's share
-``GET /healthz``            liveness
-``GET /openapi.json``       the OpenAPI document (``/docs`` renders it)
-==========================  ======================================================================
+==============================  ========================================================================================
+``POST /v1/predict``            classify ``text`` or ``features`` -> label, probabilities, version
+``POST /v1/generate``           continue a ``prompt`` -> text, version
+``POST /v1/completions``        OpenAI-style completions for the lm head (:mod:`serve._private.completions`)
+``POST /v1/chat/completions``   OpenAI-style chat for the lm head, the model's chat template (:mod:`serve._private.chat`)
+``POST /v1/feedback``           a :class:`cl.events.FeedbackEvent` -> 202 once Kafka acknowledged it
+``GET /v1/models``              registered versions, aliases, what each replica serves and holds
+``GET /v1/rollout``             the rollout: traffic split, champion history, what it waits for
+``POST /v1/admin/promote``      make a version the champion
+``POST /v1/admin/rollback``     take the challenger to 0, or make any earlier version champion
+``POST /v1/admin/traffic``      set a challenger's share
+``GET /healthz``                liveness
+``GET /openapi.json``           the OpenAPI document (``/docs`` renders it)
+==============================  ========================================================================================
 
 With ``auth.enabled`` (the default) every route but ``/healthz`` and the docs needs an API key
 with the right role, checked by its ``require_role`` dependency (:mod:`serve._private.access`):
@@ -22,9 +23,11 @@ over ``serve.max_body_bytes`` get 413. Admin actions and refusals go to the audi
 
 Every answered request is logged to ``topics.requests`` as a :class:`cl.events.RequestEvent`
 keyed by its ``request_id``, after the response is sent (it never delays an answer); the
-producer is flushed when the ingress shuts down. Feedback is different: it is answered 202
-only after every in-sync replica of ``topics.feedback`` has it, and 503 otherwise, so a 202
-always means "accepted and durable".
+producer is flushed when the ingress shuts down. The two OpenAI routes also stream
+(``stream: true``, :mod:`serve._private.sse`): the text arrives from the replica's
+``generate_stream`` as it is generated, and what was sent is logged when the stream ends.
+Feedback is different: it is answered 202 only after every in-sync replica of
+``topics.feedback`` has it, and 503 otherwise, so a 202 always means "accepted and durable".
 
 Bad input gets 422 with ``{"detail": [{"loc", "field", "msg", "type"}]}``, naming the field.
 Every refusal is a :class:`serve._private.errors.Refusal`, raised where it is found (the access
@@ -38,13 +41,15 @@ per ``user_id``, answered with its arm (``champion`` or ``challenger``).
 # No ``from __future__ import annotations`` here: Serve re-wraps the route methods, and
 # FastAPI must see real classes (not strings) in their signatures.
 import asyncio
+import functools
 import logging
+import time
 import uuid
 from typing import Any, Callable
 
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -53,7 +58,8 @@ from cl.events import FeedbackEvent, RequestEvent, RequestInput, RequestOutput
 from cl.security import audit_event
 from cl.serving.inference import GenerateItem, InputError, Limits, PredictItem, check_generate, check_predict
 from cl.versions import version_order
-from serve._private import body_limit, completions
+from serve._private import body_limit, completions, sse
+from serve._private import chat as chat_api
 from serve._private.access import Access, Caller, require_role
 from serve._private.errors import Refusal, validation_error_response
 from serve._private.feedback import accept_feedback
@@ -62,6 +68,8 @@ from serve._private.producer_link import ProducerLink
 from serve._private.status_board import get_board
 from serve._private.traffic import TrafficRouter
 from serve.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
     FeedbackAccepted,
@@ -98,9 +106,25 @@ app.add_middleware(body_limit.BodyLimit)
 app.add_middleware(MeasureRequests)  # outermost: it also counts what BodyLimit refuses
 
 
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions")
+STREAMED = {200: {"description": "With stream: true, server-sent events.", "content": {sse.MEDIA_TYPE: {}}}}
+
+
 def _shaped(request: Request, response: JSONResponse) -> JSONResponse:
-    """An error answer as its path gives them: ``/v1/completions`` adds OpenAI's ``error`` object."""
-    return completions.with_openai_error(response) if request.url.path.endswith("/v1/completions") else response
+    """An error answer as its path gives them: the OpenAI routes add OpenAI's ``error`` object."""
+    return completions.with_openai_error(response) if request.url.path.endswith(OPENAI_PATHS) else response
+
+
+def _unreachable(error: Exception) -> dict[str, Any]:
+    """The answer of a replica that died or could not be reached: a retryable 503."""
+    logger.warning("model replica call failed: %s", error)
+    return {
+        "error": {
+            "status": 503,
+            "field": "",
+            "message": f"no model replica could answer ({type(error).__name__}); retry in a moment",
+        }
+    }
 
 
 @app.exception_handler(RequestValidationError)
@@ -127,8 +151,9 @@ class Ingress:
     """
 
     def __init__(self, replica: DeploymentHandle, config: dict[str, Any], batching: bool = True) -> None:
-        from cl.model.base_model import base_model_config
+        from cl.model.base_model import base_model_config, build_tokenizer
         from cl.registry import AdapterRegistry
+        from cl.serving.chat import DEFAULT_TEMPLATE, compile_template
 
         self.config = Config.from_dict(config)
         cfg = self.config
@@ -138,6 +163,8 @@ class Ingress:
         self.batching = batching
         self.limits = Limits.from_serve(cfg.serve)
         self.model_config = base_model_config(cfg.model, cfg.serve.adapter_cache_size)
+        self.tokenizer = build_tokenizer(cfg.model)  # the chat template's, for /v1/chat/completions
+        compile_template(self.tokenizer.chat_template or DEFAULT_TEMPLATE)  # a broken template fails here, at start
         self.registry = AdapterRegistry(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
         self.board = get_board(cfg.app)
         bootstrap = cfg.kafka.bootstrap_servers
@@ -189,14 +216,14 @@ class Ingress:
         try:
             return await method.remote(payload)
         except Exception as e:  # noqa: BLE001 - Ray raises ActorDiedError, RayActorError, ... while Serve replaces it
-            logger.warning("model replica call failed: %s", e)
-            return {
-                "error": {
-                    "status": 503,
-                    "field": "",
-                    "message": f"no model replica could answer ({type(e).__name__}); retry in a moment",
-                }
-            }
+            return _unreachable(e)
+
+    async def _first_message(self, stream: Any) -> dict[str, Any]:
+        """A replica stream's first message (its version, or its error), like :meth:`_call_replica`'s answer."""
+        try:
+            return await stream.__anext__()
+        except Exception as e:  # noqa: BLE001 - as in _call_replica; StopAsyncIteration too
+            return _unreachable(e)
 
     def _count(self, version: Any, result: dict[str, Any]) -> None:
         error = result.get("error")
@@ -231,6 +258,32 @@ class Ingress:
             raise Refusal.from_replica(failed)
         record_served(request, results[0]["model_version"], arm)
         return results, arm
+
+    async def _infer_stream(
+        self, request: Request, user_id: Any, pinned: Any, payloads: list[dict[str, Any]]
+    ) -> tuple[list[Any], list[str], str]:
+        """:meth:`_infer` for streamed generations: open one replica stream per payload.
+
+        Returns:
+            The streams, past their first message; the version each runs; the arm.
+
+        Raises:
+            Refusal: As :meth:`_infer`, before anything is sent: the first message of every
+                stream says whether its request was accepted.
+        """
+        version, arm = await self._route(user_id, pinned)
+        method = self.replica.options(stream=True).generate_stream
+        streams = [method.remote({**p, "model_version": version}) for p in payloads]
+        firsts = await asyncio.gather(*(self._first_message(s) for s in streams))
+        for first in firsts:
+            self._count(version, first)
+        failed = next((f["error"] for f in firsts if "error" in f), None)
+        if failed is not None:
+            for stream in streams:
+                stream.cancel()
+            raise Refusal.from_replica(failed)
+        record_served(request, firsts[0]["model_version"], arm)
+        return streams, [f["model_version"] for f in firsts], arm
 
     async def _admin(self, caller: Caller, action: str, body: Any, call: Callable[[], Any]) -> RolloutDecisions:
         """Run an admin ``call`` on the controller for an admitted caller; audit what happened."""
@@ -282,6 +335,20 @@ class Ingress:
             return
         self.logged += 1
         future.add_errback(lambda error: self._log_failed(error, request_id))
+
+    def _log_generation(
+        self, job: completions.Job, text: str, request_id: str, version: str, arm: str, user_id: str | None
+    ) -> None:
+        """Log one served choice of a completion or chat: its prompt (a chat's rendered) and its text."""
+        self._log_request(
+            request_id=request_id,
+            kind="generate",
+            input=RequestInput(text=job.prompt),
+            output=RequestOutput(text=text),
+            model_version=version,
+            arm=arm,
+            user_id=user_id,
+        )
 
     def _log_failed(self, error: Exception, request_id: str) -> None:
         self.log_failures += 1
@@ -361,6 +428,7 @@ class Ingress:
         response_model=CompletionResponse,
         summary="Complete a prompt, as OpenAI's completions API does (lm head)",
         dependencies=[require_role("predict", CompletionRequest)],
+        responses=STREAMED,
     )
     async def complete(self, body: CompletionRequest, background: BackgroundTasks, request: Request) -> Any:
         try:
@@ -370,32 +438,87 @@ class Ingress:
                 check_generate(job.item, self.model_config, self.limits)
         except InputError as e:
             raise Refusal(422, completions.FIELD_NAMES.get(e.field, e.field), e.message) from e
-        payloads = [
-            {
-                "prompt": j.prompt,
-                "max_new_tokens": j.item.max_new_tokens,
-                "temperature": j.item.temperature,
-                "top_p": j.item.top_p,
-                "seed": j.item.seed,
-            }
-            for j in jobs
-        ]
+        return await self._openai_answer(request, background, body, jobs, pinned, chat=False)
+
+    @app.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletionResponse,
+        summary="Reply to a chat, as OpenAI's chat completions API does (lm head, the model's chat template)",
+        dependencies=[require_role("predict", ChatCompletionRequest)],
+        responses=STREAMED,
+    )
+    async def chat_complete(self, body: ChatCompletionRequest, background: BackgroundTasks, request: Request) -> Any:
+        try:
+            pinned = chat_api.pinned_version(body, self.config.mlflow.model_name)
+            jobs = chat_api.plan(body, chat_api.render(body, self.tokenizer))
+            for job in jobs:
+                check_generate(job.item, self.model_config, self.limits)
+        except InputError as e:
+            raise Refusal(422, chat_api.field_name(body, e.field), e.message) from e
+        return await self._openai_answer(request, background, body, jobs, pinned, chat=True)
+
+    async def _openai_answer(
+        self,
+        request: Request,
+        background: BackgroundTasks,
+        body: CompletionRequest | ChatCompletionRequest,
+        jobs: list[completions.Job],
+        pinned: str | None,
+        *,
+        chat: bool,
+    ) -> Any:
+        """Run a completion's or chat's checked jobs and answer: whole, or streamed as generated."""
+        payloads = [completions.payload(j) for j in jobs]
+        if body.stream:
+            return await self._streamed_answer(request, body, jobs, pinned, payloads, chat=chat)
         results, arm = await self._infer(request, "generate", body.user, pinned, payloads)
         served = completions.ServedAs(self.config.mlflow.model_name, results[0]["model_version"], arm)
         request_ids = [uuid.uuid4().hex for _ in jobs]
-        response = completions.respond(body, jobs, [r["text"] for r in results], request_ids, served)
-        for job, choice, result in zip(jobs, response.choices, results):  # each as the replica that ran it says
-            background.add_task(
-                self._log_request,
-                request_id=choice.request_id,
-                kind="generate",
-                input=RequestInput(text=job.prompt),
-                output=RequestOutput(text=choice.text),
-                model_version=result["model_version"],
-                arm=arm,
-                user_id=body.user,
-            )
+        texts = [r["text"] for r in results]
+        if chat:
+            response: Any = chat_api.respond(body, jobs, texts, request_ids, served)  # type: ignore[arg-type]
+            served_texts = [c.message.content for c in response.choices]
+        else:
+            response = completions.respond(body, jobs, texts, request_ids, served)  # type: ignore[arg-type]
+            served_texts = [c.text for c in response.choices]
+        for job, text, request_id, result in zip(jobs, served_texts, request_ids, results):
+            # each as the replica that ran it says
+            background.add_task(self._log_generation, job, text, request_id, result["model_version"], arm, body.user)
         return response
+
+    async def _streamed_answer(
+        self,
+        request: Request,
+        body: CompletionRequest | ChatCompletionRequest,
+        jobs: list[completions.Job],
+        pinned: str | None,
+        payloads: list[dict[str, Any]],
+        *,
+        chat: bool,
+    ) -> StreamingResponse:
+        """The server-sent events of ``stream: true``; each choice is logged with what it sent."""
+        streams, versions, arm = await self._infer_stream(request, body.user, pinned, payloads)
+        choices = [sse.StreamedChoice(job, uuid.uuid4().hex, stream) for job, stream in zip(jobs, streams)]
+        loop = asyncio.get_running_loop()
+
+        def log(texts: list[str]) -> None:  # in a worker thread: the producer may wait for Kafka
+            for choice, text, version in zip(choices, texts, versions):
+                log_one = functools.partial(
+                    self._log_generation, choice.job, text, choice.request_id, version, arm, body.user
+                )
+                loop.run_in_executor(None, log_one)
+
+        options = body.stream_options
+        events = sse.stream_events(
+            chat=chat,
+            choices=choices,
+            served=completions.ServedAs(self.config.mlflow.model_name, versions[0], arm),
+            created=int(time.time()),
+            stop=body.stop,
+            include_usage=bool(options and options.include_usage),
+            on_end=log,
+        )
+        return StreamingResponse(events, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
     @app.post(
         "/v1/feedback",

@@ -3,7 +3,9 @@
 :class:`ModelServer` wires the domain blocks together: the seeded base from
 :func:`cl.model.base_model.build_base_model` with ``K = serve.adapter_cache_size`` adapter slots,
 an :class:`cl.serving.adapter_cache.AdapterCache` that maps versions to slots, the adapter registry
-to fetch versions from, and :mod:`cl.serving.inference` for validation and batched passes.
+to fetch versions from, and :mod:`cl.serving.inference` for validation and batched passes. The
+model and its adapter bank sit on the replica's device in ``serve.dtype``
+(:mod:`cl.serving.placement`); adapters load into the slots from float32 CPU tensors.
 
 Each request may pin a version; the rest get the *current* version. Requests are answered
 with plain dicts, one per request, either ``{"model_version": ..., <output>}`` or
@@ -26,7 +28,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -45,6 +47,8 @@ from cl.serving.inference import (
     generate_batch,
     predict_batch,
 )
+from cl.serving.placement import place_for_serving, resolve_device, resolve_dtype
+from cl.serving.streaming import stream_generate
 from cl.versions import VersionTags, is_newer
 
 __all__ = ["ModelServer", "VersionError", "VersionSource"]
@@ -98,7 +102,13 @@ class ModelServer:
         self.config = config
         self.registry = registry
         self.limits = Limits.from_serve(config.serve)
-        self.model = build_base_model(config.model, n_adapter_slots=config.serve.adapter_cache_size)
+        # serve.num_gpus arrives resolved by serve.app (a number); "auto" here means a visible GPU.
+        self.device = resolve_device(config.serve.num_gpus, torch.cuda.device_count())
+        self.model = place_for_serving(
+            build_base_model(config.model, n_adapter_slots=config.serve.adapter_cache_size),
+            self.device,
+            resolve_dtype(config.serve.dtype, self.device),
+        )
         self.cache = AdapterCache(config.serve.adapter_cache_size, install=self._install, on_evict=self._evicted)
         self._lock = threading.Lock()  # guards the cache, the adapter slots and the forward passes
         self._current = BASE_VERSION
@@ -311,6 +321,48 @@ class ModelServer:
 
         return self._serve(requests, items, checker, run)
 
+    def generate_stream(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Generate for one request, yielding the text as it is decoded (``ModelReplica.generate_stream``).
+
+        Args:
+            request: As one request of :meth:`generate`.
+
+        Yields:
+            ``{"model_version"}`` once the request is checked and its version sits in a slot, then
+            ``{"text": piece}`` per decoded piece; or a single ``{"error": ...}`` instead. The lock
+            is held for the whole generation, as a batch holds it, so the slot cannot change under it.
+        """
+        item = GenerateItem(
+            prompt=request.get("prompt"),  # type: ignore[arg-type]
+            max_new_tokens=request.get("max_new_tokens", 32),
+            temperature=request.get("temperature", 0.0),
+            top_p=request.get("top_p", 1.0),
+            seed=request.get("seed"),
+        )
+        version = request.get("model_version") or self._current
+        try:
+            check_generate(item, self.model_config, self.limits)
+            state = None if version in self.cache else self.fetch(version)  # outside the lock, as in _serve
+        except InputError as e:
+            yield _error(e.field, e.message, 422)
+            return
+        except VersionError as e:
+            yield _error("model_version", str(e), e.status)
+            return
+        try:
+            with self._lock:
+                try:
+                    slot = self.cache.slot_for(version, lambda v: self.fetch(v) if state is None else state)
+                except VersionError as e:
+                    yield _error("model_version", str(e), e.status)
+                    return
+                yield {"model_version": version}
+                for piece in stream_generate(self.model, dataclasses.replace(item, slot=slot)):
+                    yield {"text": piece}
+        finally:
+            if state is not None:
+                self._changed()  # outside the lock: the report reads the loaded versions
+
     def _serve(
         self,
         requests: Sequence[dict[str, Any]],
@@ -349,6 +401,7 @@ class ModelServer:
             try:
                 with self._lock:
                     slots = self.cache.assign([versions[i] for i in rows], load)
+                    _check_slots(slots, self.cache.capacity)  # once per batch, on the host: the kernels do not
                     batch = [_with_slot(items[i], slots[versions[i]]) for i in rows]
                     results = run(batch)
             except VersionError as e:
@@ -395,6 +448,18 @@ def _call(hook: Callable[[], None] | None) -> None:
 
 def _error(field: str, message: str, status: int) -> dict[str, Any]:
     return {"error": {"field": field, "message": message, "status": status}}
+
+
+def _check_slots(slots: dict[str, int], capacity: int) -> None:
+    """The batch's adapter ids, checked on the host before they reach the device.
+
+    A replica launches the kernels without their id range checks (``CL_KERNELS_CHECK_IDS=0``, set
+    by ``serve.replica``): each is a device-to-host sync per layer and call. The ids come from
+    the cache, so a bad one is a bug here, never a bad request.
+    """
+    bad = {v: s for v, s in slots.items() if not -1 <= s < capacity}
+    if bad:
+        raise RuntimeError(f"adapter cache gave slots outside [-1, {capacity}): {bad}")
 
 
 def _with_slot(item: Any, slot: int) -> Any:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import torch
@@ -28,6 +30,7 @@ from ray import serve
 from cl.config import Config
 from cl.events import EventError, LifecycleEvent
 from cl.lifecycle import Promoted, RolledBack, VersionPublished, read_message
+from cl.serving.streaming import iterate_in_thread
 from serve._private.metrics import ReplicaMetrics
 from serve._private.status_board import HEARTBEAT_S, get_board
 from serve.model_server import ModelServer
@@ -49,6 +52,10 @@ class ModelReplica:
 
     def __init__(self, config: dict[str, Any]) -> None:
         torch.set_num_threads(1)
+        # No id range checks in the kernels (a host sync per layer and call): the server checks
+        # a batch's adapter ids once, on the host, and the router's come from topk. A replica is
+        # a process of its own, so this reaches no one else; an operator's own setting wins.
+        os.environ.setdefault("CL_KERNELS_CHECK_IDS", "0")
         from cl.registry import AdapterRegistry
 
         self.config = Config.from_dict(config)
@@ -97,6 +104,14 @@ class ModelReplica:
     async def generate_unbatched(self, request: dict[str, Any]) -> dict[str, Any]:
         """Like :meth:`generate`, but runs each request on its own."""
         return (await asyncio.to_thread(self.server.generate, [request]))[0]
+
+    async def generate_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Like :meth:`generate_unbatched`, but yields the text as it is decoded (call it through
+        ``handle.options(stream=True)``): ``{"model_version"}`` first, then ``{"text": piece}``
+        messages, or one ``{"error": ...}``. The generation runs in a thread of its own, which stops
+        when the caller goes away."""
+        async for message in iterate_in_thread(self.server.generate_stream(request), name="cl-generate-stream"):
+            yield message
 
     # -- state ----------------------------------------------------------------------------
 

@@ -25,6 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "ChatChoice",
+    "ChatCompletionRequest",
+    "ChatCompletionResponse",
+    "ChatMessage",
+    "ChatReply",
     "CompletionChoice",
     "CompletionRequest",
     "CompletionResponse",
@@ -37,6 +42,7 @@ __all__ = [
     "PredictRequest",
     "PredictResponse",
     "ReplicaState",
+    "StreamOptions",
     "VersionEntry",
 ]
 
@@ -193,14 +199,24 @@ class RolloutDecisions(BaseModel):
 
 # ---- OpenAI-style completions ---------------------------------------------------------
 
+_STREAM_DOC = (
+    "Send the text as it is generated, as server-sent events (text/event-stream): OpenAI's chunks, then 'data: [DONE]'."
+)
+
+
+class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options``."""
+
+    include_usage: bool = Field(False, description="End the stream with a chunk of no choices that has the usage.")
+
 
 class CompletionRequest(BaseModel):
     """``POST /v1/completions`` as OpenAI's legacy completions API takes it, for the lm head.
 
     Fields an OpenAI client sends that this model has no use for (``presence_penalty``,
     ``frequency_penalty``, ``logit_bias``, ``best_of``, ``suffix``) are accepted and ignored
-    when they are at their neutral value; ``stream``, ``echo`` and ``logprobs`` are refused
-    with the fix, since their answers would not be what the client asked for.
+    when they are at their neutral value; ``echo`` and ``logprobs`` are refused with the fix,
+    since their answers would not be what the client asked for. ``stream`` sends server-sent events.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -227,7 +243,8 @@ class CompletionRequest(BaseModel):
     )
     seed: int | None = Field(None, description="With sampling, the same seed gives the same choices.")
     user: str | None = Field(None, max_length=256, description="Who asks; rollout arms are sticky per user.")
-    stream: bool = Field(False, description="Not supported: must be false.")
+    stream: bool = Field(False, description=_STREAM_DOC)
+    stream_options: StreamOptions | None = Field(None, description="With stream: whether to end with usage.")
     echo: bool = Field(False, description="Not supported: must be false.")
     logprobs: int | None = Field(None, description="Not supported: must be null.")
 
@@ -260,6 +277,87 @@ class CompletionResponse(BaseModel):
     created: int = Field(description="Unix seconds.")
     model: str = Field(description="'<model name>:<version>' that answered ('base' for the base alone).")
     choices: list[CompletionChoice]
+    usage: CompletionUsage
+    model_version: str
+    arm: str
+
+
+# ---- OpenAI-style chat completions ----------------------------------------------------
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat. Other fields an OpenAI client may send back (``refusal``,
+    ``tool_calls``: null, ...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"] = Field(description="Who speaks.")
+    content: str = Field(description="What is said: one string (content parts are not supported).")
+    name: str | None = Field(None, max_length=64, description="Accepted and not used.")
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions`` as OpenAI's chat completions API takes it, for the lm head.
+
+    The messages are rendered into one prompt by the model's chat template
+    (:func:`cl.serving.chat.render_chat`); the model continues it. Fields an OpenAI client sends
+    that this model has no use for are accepted and ignored; ``logprobs`` and ``tools`` are
+    refused with the fix, since their answers would not be what the client asked for.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, max_length=128, description=CompletionRequest.model_fields["model"].description)
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=256)] = Field(
+        description="The chat so far, oldest first (at most 256 messages)."
+    )
+    max_completion_tokens: int | None = Field(
+        None, ge=1, description="New tokens (bytes) per choice, default 16; capped by serve.max_new_tokens."
+    )
+    max_tokens: int | None = Field(None, ge=1, description="The older name of max_completion_tokens.")
+    temperature: float = Field(
+        1.0, ge=0.0, le=2.0, allow_inf_nan=False, description="0 = greedy; OpenAI's range 0 to 2."
+    )
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    n: int = Field(1, ge=1, le=4, description="Choices (each sampled with its own seed).")
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 sequences; the reply is cut before the first one found."
+    )
+    seed: int | None = Field(None, description="With sampling, the same seed gives the same choices.")
+    user: str | None = Field(None, max_length=256, description="Who asks; rollout arms are sticky per user.")
+    stream: bool = Field(False, description=_STREAM_DOC)
+    stream_options: StreamOptions | None = Field(None, description="With stream: whether to end with usage.")
+    logprobs: bool | None = Field(None, description="Not supported: must be false or null.")
+    tools: list[Any] | None = Field(None, description="Not supported: must be empty or null.")
+
+
+class ChatReply(BaseModel):
+    """The assistant's message."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    """One generated reply."""
+
+    index: int
+    message: ChatReply
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] = Field(
+        description="'length' when max_completion_tokens were generated, 'stop' at a stop sequence or the end token."
+    )
+    request_id: str = Field(description="Refer to it in feedback on this choice.")
+
+
+class ChatCompletionResponse(BaseModel):
+    """OpenAI's ``chat.completion`` object, plus the version and arm that answered."""
+
+    id: str = Field(description="The first choice's request_id: post feedback on it.")
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(description="Unix seconds.")
+    model: str = Field(description="'<model name>:<version>' that answered ('base' for the base alone).")
+    choices: list[ChatChoice]
     usage: CompletionUsage
     model_version: str
     arm: str

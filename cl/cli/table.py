@@ -1,6 +1,6 @@
 """The ``cl`` command: one table of subcommands, each a small typed function.
 
-The commands live by area (``stack``, ``evaluation``, ``security``, ``admin``); this module is
+The commands live by area (``stack``, ``evaluation``, ``security``, ``admin``, ``adapters``); this module is
 the one table, the parser built from it and the entry point. The CLI is the service's
 composition root, the one place in ``cl`` that reaches into the other packages; it does so
 lazily, inside each command, so ``cl config show`` stays fast. A test keeps this table,
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cl.cli import admin, evaluation, security, stack
+from cl.cli import adapters, admin, evaluation, security, stack
 from cl.config import Config, ConfigError, load_config
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
@@ -52,6 +52,14 @@ _FOREGROUND = (("--foreground",), {"action": "store_true", "help": "run in this 
 
 _REQUESTS = (("--requests",), {"type": int, "default": 4000, "help": "simulated requests to send (default 4000)"})
 
+
+_DROP = (
+    ("--drop-unsupported",),
+    {
+        "action": "store_true",
+        "help": "leave out the targets the other format cannot hold (e.g. the classify head LoRA) instead of refusing",
+    },
+)
 
 _ROLE = (
     ("--role",),
@@ -184,6 +192,24 @@ COMMANDS: tuple[Command, ...] = (
             (("version",), {"help": "a challenger of the running rollout"}),
             (("weight",), {"type": float, "help": "its share, 0 to 1"}),
         ),
+    ),
+    Command(
+        ("export",),
+        adapters.export,
+        "write a registered version as a PEFT LoRA directory (adapter_config.json + adapter_model.safetensors) "
+        "for the checkpoint it was trained on",
+        (
+            (("version",), {"help": "a registered version or alias, e.g. 7 or champion"}),
+            (("--format",), {"choices": ("peft",), "default": "peft", "help": "the adapter format (peft)"}),
+            (("dir",), {"metavar": "DIR", "help": "the directory to write"}),
+            _DROP,
+        ),
+    ),
+    Command(
+        ("import-adapter",),
+        adapters.import_adapter,
+        "register a PEFT LoRA directory as a new adapter version of the configured checkpoint",
+        ((("dir",), {"metavar": "DIR", "help": "a PEFT LoRA directory (adapter_config.json + safetensors)"}), _DROP),
     ),
     Command(
         ("keys", "create"),

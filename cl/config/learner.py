@@ -14,6 +14,7 @@ class LearnerConfig:
     """The online learner: micro-batches, losses, replay, drift handling and snapshots."""
 
     workers: int = 1  # data-parallel ranks; each reads its share of the feedback partitions
+    use_gpu: bool | str = "auto"  # train on a GPU: true, false, or "auto" (when Ray reports one)
     batch_size: int = 16
     max_batch_size: int = 128  # under a backlog, micro-batches grow up to this (throughput)
     max_wait_s: float = 0.25  # learn from a partial micro-batch after this long
@@ -49,6 +50,8 @@ class LearnerConfig:
         for name in ("workers", "batch_size", "replay_capacity", "snapshot_every_events", "join_window_events"):
             if getattr(self, name) < 1:
                 out.append(f"learner.{name}: {getattr(self, name)} is too small; use 1 or more")
+        if isinstance(self.use_gpu, str) and self.use_gpu != "auto":
+            out.append(f'learner.use_gpu: {self.use_gpu!r} is unknown; use true, false or "auto" (CL_LEARNER_USE_GPU)')
         if self.lr <= 0:
             out.append(f"learner.lr: {self.lr} must be positive (e.g. 5e-3)")
         if self.preference_loss not in ("kto", "rwl"):

@@ -22,40 +22,51 @@ _ALIASES = {"RAY_ADDRESS": ("ray", "address")}
 _OTHER_ENV = {"CL_CONFIG", "CL_KERNELS", "CL_API_KEY", "CL_FAILPOINTS"}
 
 
+def _convert(raw: Any, base: Any) -> Any:
+    """``raw`` as a ``base`` (bool, int, float, Path or str); raises ValueError or TypeError if it is not one."""
+    if base is bool:
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(raw).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError
+    if base is int:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        return int(raw)
+    if base is float:
+        if isinstance(raw, bool):
+            raise ValueError
+        return float(raw)
+    if base is Path:
+        return Path(str(raw))
+    if base is str:
+        if not isinstance(raw, (str, int, float)):
+            raise ValueError
+        return str(raw)
+    return raw
+
+
 def _coerce(key: str, raw: Any, typ: Any, problems: list[str], env_name: str | None) -> Any:
-    """Convert ``raw`` (a TOML value or an environment string) to ``typ``; record a problem if it can't."""
+    """Convert ``raw`` (a TOML value or an environment string) to ``typ``; record a problem if it can't.
+
+    A union such as ``float | str`` (a number or ``"auto"``) takes the first member that fits, in order.
+    """
     where = f"environment variable {env_name}" if env_name else "cl.toml"
     args = typing.get_args(typ)
-    optional = typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in args
-    base = next((a for a in args if a is not type(None)), typ) if optional else typ
-    if optional and (raw is None or raw == ""):
+    union = typing.get_origin(typ) in (typing.Union, types.UnionType)
+    if union and type(None) in args and (raw is None or raw == ""):
         return None
-    try:
-        if base is bool:
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(raw).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if base is int:
-            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-                raise ValueError
-            return int(raw)
-        if base is float:
-            return float(raw)
-        if base is Path:
-            return Path(str(raw))
-        if base is str:
-            if not isinstance(raw, (str, int, float)):
-                raise ValueError
-            return str(raw)
-    except (TypeError, ValueError):
-        pass
-    else:
-        return raw
-    problems.append(f"{key}: expected {getattr(base, '__name__', base)}, got {raw!r} (from {where}); fix the value")
+    members = [a for a in args if a is not type(None)] if union else [typ]
+    for base in members:
+        try:
+            return _convert(raw, base)
+        except (TypeError, ValueError):
+            continue
+    expected = " or ".join(getattr(m, "__name__", str(m)) for m in members)
+    problems.append(f"{key}: expected {expected}, got {raw!r} (from {where}); fix the value")
     return None
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cl.config.errors import port_problem
+from cl.config.errors import gpu_count_problem, port_problem
 
-__all__ = ["ROLES", "AuthConfig", "ServeConfig"]
+__all__ = ["DTYPES", "ROLES", "AuthConfig", "ServeConfig"]
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+"""Values of ``serve.dtype``; ``auto`` is bfloat16 on CUDA and float32 on the CPU."""
 
 
 @dataclass
@@ -17,6 +20,8 @@ class ServeConfig:
     port: int = 8000
     replicas: int = 1
     replica_num_cpus: float = 1.0
+    num_gpus: float | str = "auto"  # GPUs per model replica (0.5: two share one); "auto": a share of Ray's, 0 without
+    dtype: str = "auto"  # the replica's weights: auto (bfloat16 on CUDA, float32 on CPU), bfloat16, float16, float32
     max_batch_size: int = 32
     batch_wait_timeout_s: float = 0.005
     adapter_cache_size: int = 4  # adapter versions a replica holds at once (LRU)
@@ -39,6 +44,9 @@ class ServeConfig:
                 out.append(f"serve.{name}: {getattr(self, name)} is too small; use 1 or more")
         if self.batch_wait_timeout_s < 0:
             out.append("serve.batch_wait_timeout_s: must be >= 0 seconds")
+        out.append(gpu_count_problem("serve.num_gpus", self.num_gpus))
+        if self.dtype not in DTYPES:
+            out.append(f"serve.dtype: {self.dtype!r} is unknown; use {', '.join(DTYPES)} (auto: bfloat16 on CUDA)")
         return [p for p in out if p]
 
 

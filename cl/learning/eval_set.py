@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import deque
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ import torch
 
 from cl.learning.example import Example
 from cl.serving.inference import PredictItem, predict_batch
+from cl.serving.placement import training_autocast
 
 __all__ = ["EvalSet", "is_held_out", "score_adapter"]
 
@@ -84,8 +86,12 @@ def score_adapter(model: torch.nn.Module, slot: int, examples: Sequence[Example]
     if not examples:
         return float("nan")
     correct = 0
+    # A learner's model on CUDA has a bfloat16 base and float32 adapters: it runs under autocast.
+    mixed = training_autocast(model.device) if model.dtype != torch.float32 else contextlib.nullcontext()
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         items = [PredictItem(text=ex.text, features=ex.features, slot=slot) for ex in chunk]
-        correct += sum(int(p.label == ex.target) for p, ex in zip(predict_batch(model, items), chunk))
+        with mixed:
+            predictions = predict_batch(model, items)
+        correct += sum(int(p.label == ex.target) for p, ex in zip(predictions, chunk))
     return correct / len(examples)

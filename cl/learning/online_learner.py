@@ -55,6 +55,7 @@ from cl.learning.eval_set import is_held_out
 from cl.learning.example import Example, ModelBatch, check_example, encode_examples
 from cl.learning.objectives import Scored, SupervisedLoss, make_preference_loss, score_labels, score_tokens
 from cl.replay import make_replay_buffer
+from cl.serving.placement import cpu_state, training_autocast
 
 __all__ = ["OnlineLearner", "StepReport"]
 
@@ -104,7 +105,8 @@ class OnlineLearner:
 
     The base stays frozen; AdamW (``weight_decay=0``, since every slot shares the adapter
     tensors) updates the adapter parameters. The model is in eval mode except during the
-    training forward.
+    training forward. On CUDA the forward runs under bfloat16 autocast (place the model with
+    :func:`cl.serving.placement.place_for_training`: a bfloat16 base, float32 adapters).
 
     Args:
         model: A :class:`~cl.model.MoETransformer` (e.g. from ``build_base_model``).
@@ -302,7 +304,7 @@ class OnlineLearner:
         predictions = torch.full((len(batch),), -1, dtype=torch.long)  # (N,)
         total = None
         try:
-            for group in encode_examples(batch, cfg.max_seq_len):
+            for group in encode_examples(batch, cfg.max_seq_len, self.model.tokenizer):
                 rows = torch.tensor(group.rows)
                 group_losses, logits = self._group_losses(group)  # (B,), (B, C) | (B, T, V)
                 if group.head == "classify":
@@ -342,13 +344,15 @@ class OnlineLearner:
         ref_logits = None
         if len(pref) and self._preference.needs_reference:
             self.model.eval()  # the reference must not nudge the balancing bias
-            with torch.no_grad():
+            with torch.no_grad(), training_autocast(device):
                 ids = torch.full((len(pref),), -1, dtype=torch.long, device=device)
                 rated = {k: v[pref] for k, v in inputs.items()}
-                ref_logits = self.model(**rated, adapter_ids=ids, head=group.head)  # (P, C) | (P, T, V)
+                ref_logits = self.model(**rated, adapter_ids=ids, head=group.head).float()  # (P, C) | (P, T, V)
         self.model.train()
         ids = torch.full((len(group.rows),), self.slot, dtype=torch.long, device=device)
-        logits = self.model(**inputs, adapter_ids=ids, head=group.head)  # (B, C) | (B, T, V)
+        with training_autocast(device):  # CUDA: bfloat16 matmuls, float32 adapter masters and gradients
+            logits = self.model(**inputs, adapter_ids=ids, head=group.head)  # (B, C) | (B, T, V)
+        logits = logits.float()  # the losses in full precision
         targets, desirable = group.targets.to(device), group.desirable.to(device)
         mask = None if group.mask is None else group.mask.to(device)
 
@@ -449,15 +453,16 @@ class OnlineLearner:
 
         Returns:
             ``format``, ``adapter`` (the slot's tensors), ``optimizer``, ``replay`` (examples
-            as dicts), ``detector`` (or ``None``), ``stats``, ``window`` and ``rng``; it
-            survives ``torch.save`` then ``torch.load(weights_only=True)``.
+            as dicts), ``detector`` (or ``None``), ``stats``, ``window`` and ``rng``; tensors
+            are on the CPU (float32 adapters, wherever the learner runs), and it survives
+            ``torch.save`` then ``torch.load(weights_only=True)``.
         """
         replay = self._buffer.state_dict()
         replay["examples"] = [ex.to_dict() for ex in replay["examples"]]
         state = {
             "format": STATE_FORMAT,
-            "adapter": self.model.adapter_state(self.slot),
-            "optimizer": self._optimizer.state_dict(),
+            "adapter": cpu_state(self.model.adapter_state(self.slot)),  # float32 on the CPU, wherever it trained
+            "optimizer": cpu_state(self._optimizer.state_dict()),
             "replay": replay,
             "detector": None if self._detector is None else self._detector.state_dict(),
             "stats": dict(self._stats),

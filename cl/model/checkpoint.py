@@ -247,7 +247,7 @@ def read_checkpoint_config(directory: str | Path) -> CheckpointSpec:
     return CheckpointSpec(family, fields)
 
 
-_OPTIONAL = {"attn_head_dim", "bos_id", "cls_id", "dense_d_ff", "shared_d_ff", "v_head_dim"}
+_OPTIONAL = {"attn_head_dim", "bos_id", "cls_id", "dense_d_ff", "shared_d_ff", "sliding_window", "v_head_dim"}
 
 
 # ---- tensors ----------------------------------------------------------------------------

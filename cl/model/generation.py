@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -72,7 +73,8 @@ def generate(
 
     A row that emits EOS is finished: it gets PAD from then on, and generation stops
     early once every row is finished. The config's ``sampling_exclusions`` (PAD, BOS, CLS, ...)
-    are never sampled.
+    are never sampled. It is :func:`generate_steps` run to the end, so a stream and a whole
+    generation of the same request are the same tokens.
 
     Args:
         model: The model (switched to eval mode for the call, then restored).
@@ -94,6 +96,64 @@ def generate(
         ValueError: Bad arguments, right-padded prompts, or ``T + max_new_tokens`` over
             ``max_seq_len``.
     """
+    tokens, generator = _checked(model, tokens, max_new_tokens, temperature, top_p, seed, generator)
+    steps = list(
+        _steps(model, tokens, max_new_tokens, adapter_ids, temperature, top_p, generator, stop_at_eos, use_cache)
+    )
+    return torch.cat((tokens, torch.stack(steps, dim=1)), dim=1)  # (B, T + n)
+
+
+def generate_steps(
+    model: MoETransformer,
+    tokens: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    adapter_ids: torch.Tensor | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    stop_at_eos: bool = True,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Yield each step's new tokens as soon as they are sampled, so a server can stream them.
+
+    Takes :func:`generate`'s arguments and checks them at the call (a bad request fails before
+    the first step); the steps are the columns :func:`generate` appends to the prompts. The
+    model is in eval mode until the iterator is exhausted or closed.
+
+    Example:
+        >>> from cl.model import ByteTokenizer, MoETransformer
+        >>> _ = torch.manual_seed(0)
+        >>> model, prompt = MoETransformer(), ByteTokenizer().batch(["hi"], pad_side="left")
+        >>> steps = list(generate_steps(model, prompt, max_new_tokens=5, stop_at_eos=False))
+        >>> [tuple(s.shape) for s in steps] == [(1,)] * 5
+        True
+        >>> whole = generate(model, prompt, max_new_tokens=5, stop_at_eos=False)
+        >>> torch.equal(torch.stack(steps, 1), whole[:, prompt.shape[1] :])
+        True
+
+    Yields:
+        ``(B,)`` int64 token ids per step, PAD for rows that finished earlier; at most
+        ``max_new_tokens`` steps, fewer once every row is finished.
+
+    Raises:
+        ValueError: As :func:`generate`.
+    """
+    tokens, generator = _checked(model, tokens, max_new_tokens, temperature, top_p, seed, generator)
+    return _steps(model, tokens, max_new_tokens, adapter_ids, temperature, top_p, generator, stop_at_eos, use_cache)
+
+
+def _checked(
+    model: MoETransformer,
+    tokens: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Generator | None]:
+    """The prompts on the model's device and the random source, after checking every argument."""
     cfg = model.config
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
@@ -104,7 +164,7 @@ def generate(
     if seed is not None and generator is not None:
         raise ValueError("give seed= or generator=, not both")
     tokens = check_tokens(tokens, cfg.vocab_size, cfg.pad_id).to(model.device)  # (B, T)
-    B, T = tokens.shape
+    T = tokens.shape[1]
     if bool((tokens[:, -1] == cfg.pad_id).any()):
         raise ValueError(
             "every prompt must end in a real token: left-pad prompts "
@@ -117,7 +177,24 @@ def generate(
         )
     if seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(seed)
+    return tokens, generator
 
+
+@torch.no_grad()  # on a generator function torch enters it around every step, not across the yields
+def _steps(
+    model: MoETransformer,
+    tokens: torch.Tensor,
+    max_new_tokens: int,
+    adapter_ids: torch.Tensor | None,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    stop_at_eos: bool,
+    use_cache: bool,
+) -> Iterator[torch.Tensor]:
+    """The decoding loop of checked arguments (see :func:`generate_steps`)."""
+    cfg = model.config
+    B, T = tokens.shape
     was_training = model.training
     model.eval()
     try:
@@ -131,7 +208,7 @@ def generate(
             logits[:, never] = float("-inf")
             nxt = sample_next(logits, temperature, top_p, generator)  # (B,)
             nxt = nxt.masked_fill(done, cfg.pad_id)
-            seq = torch.cat((seq, nxt[:, None]), dim=1)  # (B, T + step + 1)
+            yield nxt
             if stop_at_eos:
                 done |= torch.isin(nxt, eos)
                 if bool(done.all()):
@@ -141,7 +218,7 @@ def generate(
             if cache is not None:
                 logits = model(tokens=nxt[:, None], adapter_ids=adapter_ids, head="lm", cache=cache)[:, -1]
             else:
+                seq = torch.cat((seq, nxt[:, None]), dim=1)  # (B, T + step + 1)
                 logits = model(tokens=seq, adapter_ids=adapter_ids, head="lm")[:, -1]
     finally:
         model.train(was_training)
-    return seq

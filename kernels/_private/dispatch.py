@@ -9,7 +9,7 @@ import torch
 
 from kernels._private.triton_compat import HAS_TRITON
 
-__all__ = ["backend_override", "check_ids_enabled", "triton_usable"]
+__all__ = ["autocast_operands", "backend_override", "check_ids_enabled", "triton_usable"]
 
 _ENV = "CL_KERNELS"
 
@@ -36,6 +36,24 @@ def check_ids_enabled() -> bool:
     path sync-free and CUDA-graph capturable.
     """
     return os.environ.get("CL_KERNELS_CHECK_IDS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+_AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def autocast_operands(*tensors: Any) -> tuple[Any, ...]:
+    """The float operands cast to the autocast dtype when ``torch.autocast`` is on for their device.
+
+    What autocast does to a matmul's operands, done once at the dispatch point, so that the
+    kernels' one-dtype checks hold in a mixed-precision forward (a bfloat16 base with float32
+    adapters): the casts are differentiable, so float32 master weights get float32 gradients.
+    ``None``, integer tensors and float64 pass through; without autocast nothing changes.
+    """
+    first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+    if first is None or not torch.is_autocast_enabled(first.device.type):
+        return tensors
+    dtype = torch.get_autocast_dtype(first.device.type)
+    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.dtype in _AUTOCAST_ELIGIBLE else t for t in tensors)
 
 
 def _flatten(items: Iterable[Any]) -> list[torch.Tensor]:

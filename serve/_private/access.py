@@ -2,6 +2,7 @@
 
 ======================================================  ================================================================
 ``/v1/predict``, ``/v1/generate``, ``/v1/completions``  role ``predict``
+``/v1/chat/completions``                                role ``predict``
 ``/v1/feedback``                                        role ``feedback`` (at most ``auth.feedback_rate_per_s`` per key)
 ``/v1/admin/*``                                         role ``admin``
 ``/v1/models``, ``/v1/rollout``                         any valid key

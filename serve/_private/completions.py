@@ -6,7 +6,8 @@ like ``/v1/generate``), logged to ``cl.requests`` under its own ``request_id`` s
 any choice can be learned from; the completion's ``id`` is the first choice's ``request_id``.
 
 Tokens are bytes (the model's tokenizer), so ``usage`` counts UTF-8 bytes, and a stop
-sequence is cut from the text before it is logged: what is rated is what was served.
+sequence is cut from the text before it is logged: what is rated is what was served. The chat
+API (:mod:`serve._private.chat`) and streaming (:mod:`serve._private.sse`) build on these pieces.
 Refusals carry the API's ``detail`` list and OpenAI's ``error`` object, so both kinds of
 client show the field and the fix.
 
@@ -34,11 +35,17 @@ from serve.schemas import CompletionChoice, CompletionRequest, CompletionRespons
 __all__ = [
     "Job",
     "ServedAs",
+    "count_tokens",
     "cut_at_stop",
+    "finish",
     "openai_error",
+    "payload",
     "pinned_version",
     "plan",
+    "plan_jobs",
+    "resolve_model",
     "respond",
+    "usage",
     "with_openai_error",
 ]
 
@@ -62,21 +69,32 @@ class ServedAs:
     version: str
     arm: str
 
+    @property
+    def model(self) -> str:
+        """The answer's ``model``: ``<model name>:<version>``."""
+        return f"{self.model_name}:{self.version}"
+
 
 def pinned_version(body: CompletionRequest, model_name: str) -> str | None:
     """The version ``body.model`` pins, or None to route it like any request.
 
     Raises:
-        InputError: Unsupported options (``stream``, ``echo``, ``logprobs``), or a ``model``
-            that names neither this service nor one of its versions.
+        InputError: Unsupported options (``echo``, ``logprobs``), or a ``model`` that names
+            neither this service nor one of its versions.
     """
-    if body.stream:
-        raise InputError("stream", "streaming is not supported; send stream: false")
     if body.echo:
         raise InputError("echo", "echo is not supported; send echo: false and prepend the prompt yourself")
     if body.logprobs is not None:
         raise InputError("logprobs", "log-probabilities are not returned; send logprobs: null")
-    model = body.model
+    return resolve_model(body.model, model_name)
+
+
+def resolve_model(model: str | None, model_name: str) -> str | None:
+    """The version an OpenAI ``model`` field pins (``cl-adapter:7``, ``7``, ``base``), or None to route.
+
+    Raises:
+        InputError: A ``model`` that names neither this service nor one of its versions.
+    """
     if model is None or model in (model_name, *ROUTED_NAMES):
         return None
     version = model.split(":", 1)[1] if model.startswith(f"{model_name}:") else model
@@ -92,15 +110,34 @@ def pinned_version(body: CompletionRequest, model_name: str) -> str | None:
 def plan(body: CompletionRequest) -> list[Job]:
     """One job per prompt × ``n``; with a ``seed`` the choices get ``seed``, ``seed + 1``, ..."""
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    return plan_jobs(prompts, body.n, body.seed, body.max_tokens, body.temperature, body.top_p)
+
+
+def plan_jobs(
+    prompts: list[str], n: int, seed: int | None, max_tokens: int, temperature: float, top_p: float
+) -> list[Job]:
+    """One job per prompt × ``n`` (the chat API's one prompt too); seeded choices count up from ``seed``."""
     jobs = []
     for i, prompt in enumerate(prompts):
-        for j in range(body.n):
-            seed = None if body.seed is None else body.seed + i * body.n + j
+        for j in range(n):
+            choice_seed = None if seed is None else seed + i * n + j
             item = GenerateItem(
-                prompt=prompt, max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, seed=seed
+                prompt=prompt, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=choice_seed
             )
             jobs.append(Job(prompt, item))
     return jobs
+
+
+def payload(job: Job) -> dict[str, Any]:
+    """What a replica's ``generate`` is sent for ``job`` (the route adds the version)."""
+    item = job.item
+    return {
+        "prompt": job.prompt,
+        "max_new_tokens": item.max_new_tokens,
+        "temperature": item.temperature,
+        "top_p": item.top_p,
+        "seed": item.seed,
+    }
 
 
 def cut_at_stop(text: str, stop: str | list[str] | None) -> tuple[str, bool]:
@@ -110,32 +147,42 @@ def cut_at_stop(text: str, stop: str | list[str] | None) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
+def finish(job: Job, raw: str, stop: str | list[str] | None) -> tuple[str, str]:
+    """The served text of a job's raw generation and its ``finish_reason``: cut at a stop
+    sequence (``stop``), else ``length`` when it used every token it was given."""
+    text, stopped = cut_at_stop(raw, stop)
+    length = not stopped and count_tokens(raw) >= job.item.max_new_tokens
+    return text, "length" if length else "stop"
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of generated ``text``: the model's tokens are bytes."""
+    return len(text.encode("utf-8"))
+
+
+def usage(prompts: list[str], texts: list[str]) -> CompletionUsage:
+    """Token counts: each distinct prompt once (with its BOS), every served text."""
+    prompt_tokens = sum(count_tokens(p) + 1 for p in dict.fromkeys(prompts))  # + BOS each
+    completion_tokens = sum(count_tokens(t) for t in texts)
+    return CompletionUsage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    )
+
+
 def respond(
     body: CompletionRequest, jobs: list[Job], texts: list[str], request_ids: list[str], served: ServedAs
 ) -> CompletionResponse:
     """The ``text_completion`` answer: ``texts[i]`` is job ``i``'s raw generation."""
-    choices, completion_tokens = [], 0
+    choices = []
     for index, (job, raw, request_id) in enumerate(zip(jobs, texts, request_ids)):
-        text, stopped = cut_at_stop(raw, body.stop)
-        n_tokens = len(text.encode("utf-8"))
-        completion_tokens += n_tokens
-        length = not stopped and len(raw.encode("utf-8")) >= job.item.max_new_tokens
-        choices.append(
-            CompletionChoice(
-                text=text, index=index, finish_reason="length" if length else "stop", request_id=request_id
-            )
-        )
-    prompt_tokens = sum(len(p.encode("utf-8")) + 1 for p in dict.fromkeys(j.prompt for j in jobs))  # + BOS each
+        text, reason = finish(job, raw, body.stop)
+        choices.append(CompletionChoice(text=text, index=index, finish_reason=reason, request_id=request_id))
     return CompletionResponse(
         id=request_ids[0],
         created=int(time.time()),
-        model=f"{served.model_name}:{served.version}",
+        model=served.model,
         choices=choices,
-        usage=CompletionUsage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        ),
+        usage=usage([j.prompt for j in jobs], [c.text for c in choices]),
         model_version=served.version,
         arm=served.arm,
     )

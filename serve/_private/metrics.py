@@ -61,6 +61,7 @@ MEASURED = {
     "/v1/predict": "predict",
     "/v1/generate": "generate",
     "/v1/completions": "completions",
+    "/v1/chat/completions": "chat_completions",
     "/v1/feedback": "feedback",
 }
 FEEDBACK_OUTCOMES = {

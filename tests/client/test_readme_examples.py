@@ -51,5 +51,8 @@ def test_readme_openai_example_runs(live, monkeypatch, capsys):
     monkeypatch.setenv("CL_API_KEY", live.keys["readme"])
     block = block.replace("http://127.0.0.1:8000", live.url)  # the README shows the default port
     exec(compile(block, "README.md (OpenAI-style completions)", "exec"), {"__name__": "__readme__"})
-    model, text = capsys.readouterr().out.strip().split(" ", 1)
+    completion, chat, _streamed = capsys.readouterr().out.split("\n", 2)  # the streamed text may hold newlines
+    model, text = completion.split(" ", 1)
     assert model == f"{live.config.mlflow.model_name}:base" and text.startswith(("'", '"'))
+    chat_id, reply = chat.split(" ", 1)
+    assert len(chat_id) == 32 and reply.startswith(("'", '"'))

@@ -82,3 +82,36 @@ def test_learner_workers_come_from_the_environment_and_zero_is_refused():
     assert load_config(path=None, env={"CL_LEARNER_WORKERS": "2"}).learner.workers == 2
     with pytest.raises(ConfigError, match="learner.workers"):
         load_config(path=None, env={"CL_LEARNER_WORKERS": "0"})
+
+
+def test_gpu_settings_default_to_auto_and_come_from_the_environment():
+    cfg = load_config(path=None, env={})
+    assert (cfg.serve.num_gpus, cfg.serve.dtype, cfg.learner.use_gpu) == ("auto", "auto", "auto")
+    env = {"CL_SERVE_NUM_GPUS": "0.5", "CL_SERVE_DTYPE": "float16", "CL_LEARNER_USE_GPU": "false"}
+    cfg = load_config(path=None, env=env)
+    assert (cfg.serve.num_gpus, cfg.serve.dtype, cfg.learner.use_gpu) == (0.5, "float16", False)
+    assert load_config(path=None, env={"CL_LEARNER_USE_GPU": "auto", "CL_SERVE_NUM_GPUS": "2"}).serve.num_gpus == 2.0
+
+
+def test_gpu_settings_from_the_file_survive_a_round_trip(tmp_path: Path):
+    f = tmp_path / "cl.toml"
+    f.write_text('[serve]\nnum_gpus = 1\ndtype = "bfloat16"\n[learner]\nuse_gpu = true\n')
+    cfg = load_config(path=f, env={})
+    assert (cfg.serve.num_gpus, cfg.serve.dtype, cfg.learner.use_gpu) == (1.0, "bfloat16", True)
+    again = tmp_path / "again.toml"
+    again.write_text(cfg.to_toml())
+    assert load_config(path=again, env={}).to_dict() == cfg.to_dict()
+
+
+def test_bad_gpu_settings_name_the_field_and_the_fix():
+    env = {"CL_SERVE_NUM_GPUS": "many", "CL_SERVE_DTYPE": "int4", "CL_LEARNER_USE_GPU": "sometimes"}
+    with pytest.raises(ConfigError) as err:
+        load_config(path=None, env=env)
+    text = str(err.value)
+    assert len(err.value.problems) == 3, err.value.problems
+    assert "serve.num_gpus: 'many' is not a GPU count" in text and "CL_SERVE_NUM_GPUS" in text
+    assert "serve.dtype: 'int4' is unknown; use auto, bfloat16, float16, float32" in text
+    assert "learner.use_gpu: 'sometimes' is unknown; use true, false or \"auto\"" in text
+    for value, fix in (("-1", "negative"), ("1.5", "use 1 or 2")):
+        with pytest.raises(ConfigError, match=fix):
+            load_config(path=None, env={"CL_SERVE_NUM_GPUS": value})

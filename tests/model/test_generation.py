@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cl.model import ByteTokenizer, MoETransformer, generate, sample_next
+from cl.model.generation import generate_steps
 
 
 @pytest.fixture
@@ -136,3 +137,32 @@ def test_extreme_temperatures_give_tokens_not_errors(
 ) -> None:
     out = model.generate(prompts, max_new_tokens=3, temperature=temperature, seed=0, stop_at_eos=False)
     assert out.shape[1] == prompts.shape[1] + 3 and bool((out[:, prompts.shape[1] :] < 0x80).all())
+
+
+@pytest.mark.parametrize(
+    ("temperature", "use_cache", "eos_bias"), [(0.0, True, 0.0), (1.0, False, 0.0), (1.0, True, 4.7)]
+)
+def test_the_step_iterator_yields_the_columns_generate_appends(
+    model: MoETransformer, prompts: torch.Tensor, temperature: float, use_cache: bool, eos_bias: float
+) -> None:
+    """What a server streams is what a whole generation returns, EOS and finished rows included."""
+    with torch.no_grad():
+        model.lm_head.bias[ByteTokenizer.eos_id] = eos_bias
+    kw = dict(max_new_tokens=9, temperature=temperature, seed=4, adapter_ids=torch.tensor([0, -1, 1]))
+    whole = generate(model, prompts, use_cache=use_cache, **kw)
+    steps = list(generate_steps(model, prompts, use_cache=use_cache, **kw))
+    assert all(s.shape == (3,) for s in steps)
+    assert torch.equal(torch.stack(steps, dim=1), whole[:, prompts.shape[1] :])
+
+
+def test_the_step_iterator_checks_at_the_call_and_restores_training_mode_when_closed(
+    model: MoETransformer, prompts: torch.Tensor
+) -> None:
+    with pytest.raises(ValueError, match="max_seq_len"):
+        generate_steps(model, prompts, max_new_tokens=10_000)  # before any step runs
+    model.train()
+    steps = generate_steps(model, prompts, max_new_tokens=5, stop_at_eos=False)
+    next(steps)
+    assert not model.training and torch.is_grad_enabled()  # no_grad does not leak out between steps
+    steps.close()  # a client that went away
+    assert model.training

@@ -99,9 +99,8 @@ def test_health_and_openapi(served):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["app"] == "servetest"
     doc = client.get("/openapi.json").json()
-    assert {"/v1/predict", "/v1/generate", "/v1/completions", "/v1/feedback", "/v1/models", "/healthz"} <= set(
-        doc["paths"]
-    )
+    paths = {"/v1/predict", "/v1/generate", "/v1/completions", "/v1/chat/completions", "/v1/feedback", "/v1/models"}
+    assert paths | {"/healthz"} <= set(doc["paths"])
     assert "202" in doc["paths"]["/v1/feedback"]["post"]["responses"]
 
 
@@ -170,12 +169,64 @@ def test_an_openai_client_gets_completions_that_feedback_can_rate(served):
         oa.completions.create(model="gpt-4", prompt="hi")
     assert refused.value.body["param"] == "model" and "GET /v1/models" in refused.value.body["message"]
     for body, field in (
-        ({"prompt": "hi", "stream": True}, "stream"),
+        ({"prompt": "hi", "echo": True}, "echo"),
         ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
         ({"prompt": "hi", "max_tokens": 100_000}, "max_tokens"),
     ):
         r = client.post("/v1/completions", json=body)
         assert r.status_code == 422 and r.json()["error"]["param"] == field and _detail(r)[0]["field"] == field, r.text
+
+
+def test_an_openai_client_chats_and_streams_and_feedback_rates_a_chat(served):
+    import openai
+
+    config, client = served
+    oa = openai.OpenAI(base_url=str(client.base_url).rstrip("/") + "/v1", api_key="unused", max_retries=0)
+    messages = [{"role": "user", "content": "hello"}]
+    prompt = "<|user|>\nhello\n<|assistant|>\n"  # the byte model's built-in chat template
+    done = oa.chat.completions.create(model=config.mlflow.model_name, messages=messages, max_tokens=8, temperature=0)
+    reply = done.choices[0]
+    assert done.object == "chat.completion" and done.model == f"{config.mlflow.model_name}:base"
+    assert reply.message.role == "assistant" and len(reply.message.content) >= 2
+    greedy = client.post("/v1/generate", json={"prompt": prompt, "max_new_tokens": 8}).json()["text"]
+    assert reply.message.content == greedy  # the chat is a completion of the rendered prompt
+    assert done.usage.prompt_tokens == len(prompt) + 1
+
+    stream = oa.chat.completions.create(
+        model="cl", messages=messages, max_tokens=8, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert {(c.object, c.id) for c in chunks} == {("chat.completion.chunk", chunks[0].id)}
+    assert chunks[0].choices[0].delta.role == "assistant"
+    deltas = [c.choices[0].delta.content for c in chunks[1:] if c.choices and c.choices[0].delta.content]
+    assert "".join(deltas) == reply.message.content and len(deltas) > 1  # it came in pieces
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == reply.finish_reason
+    assert chunks[-1].usage.completion_tokens == done.usage.completion_tokens
+
+    for kwargs in (  # greedy, and sampled with a seed
+        {"model": "cl", "prompt": "hello", "max_tokens": 10, "temperature": 0},
+        {"model": "base", "prompt": "héllo", "max_tokens": 12, "temperature": 1.0, "seed": 5},
+    ):
+        whole = oa.completions.create(**kwargs).choices[0]
+        pieces = list(oa.completions.create(stream=True, **kwargs))
+        assert {c.object for c in pieces} == {"text_completion"}
+        assert "".join(c.choices[0].text for c in pieces) == whole.text
+        assert pieces[-1].choices[0].finish_reason == whole.finish_reason
+
+    for request_id, text in ((done.id, reply.message.content), (chunks[0].id, "".join(deltas))):
+        r = client.post("/v1/feedback", json={"request_id": request_id, "thumbs": "up"})
+        assert r.status_code == 202, r.text
+        event = _find_on_topic(
+            config.kafka.bootstrap_servers, config.topics.requests, lambda e: e.get("request_id") == request_id
+        )
+        assert (event["kind"], event["input"]["text"], event["output"]["text"]) == ("generate", prompt, text)
+
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        oa.chat.completions.create(model="cl", messages=[{"role": "robot", "content": "hi"}])
+    assert refused.value.body["param"] == "messages[0].role" and "robot" in refused.value.body["message"]
+    with pytest.raises(openai.UnprocessableEntityError) as refused:  # refused before the stream starts
+        oa.chat.completions.create(model="cl", messages=messages, max_tokens=100_000, stream=True)
+    assert refused.value.body["param"] == "max_tokens"
 
 
 @pytest.mark.parametrize(

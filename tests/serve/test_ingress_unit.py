@@ -7,6 +7,8 @@ answer can be checked in a second. The live app is tested in ``test_app.py`` and
 
 from __future__ import annotations
 
+import json
+import time
 import types
 import warnings
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 from cl.config import Config
-from cl.model.base_model import base_model_config
+from cl.model.base_model import base_model_config, build_tokenizer
 from cl.security import AuditTrail, KeyStore
 from cl.serving.inference import Limits
 from serve._private.access import Access
@@ -45,6 +47,40 @@ class _Method:
         return run()
 
 
+class _Stream:
+    """A streaming replica call (``DeploymentResponseGenerator``): its messages, then the end."""
+
+    def __init__(self, messages: list[Any]) -> None:
+        self.messages, self.cancelled = list(messages), False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self.messages:
+            raise StopAsyncIteration
+        message = self.messages.pop(0)
+        if isinstance(message, Exception):
+            raise message
+        return message
+
+
+class _StreamMethod(_Method):
+    """``generate_stream`` through ``options(stream=True)``: ``remote`` gives a :class:`_Stream`."""
+
+    def remote(self, payload: dict[str, Any]) -> _Stream:
+        self.calls.append(payload)
+        self.streams.append(_Stream(self.answer(payload)))
+        return self.streams[-1]
+
+    def __init__(self, answer: Callable[[dict[str, Any]], Any]) -> None:
+        super().__init__(answer)
+        self.streams: list[_Stream] = []
+
+
 class _Producer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any]] = []
@@ -63,6 +99,11 @@ def _predicted(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _generated(payload: dict[str, Any]) -> dict[str, Any]:
     return {"text": "xyz", "model_version": payload["model_version"] or "base"}
+
+
+def _streamed(payload: dict[str, Any]) -> list[Any]:
+    """What the replica streams for ``_generated``'s answer: its version, then the text in pieces."""
+    return [{"model_version": payload["model_version"] or "base"}, {"text": "x"}, {"text": "yz"}]
 
 
 @pytest.fixture
@@ -89,15 +130,19 @@ def ingress(tmp_path, monkeypatch):
     self.config = cfg
     self.kafka = types.SimpleNamespace(get=lambda timeout_s=None: producer, connected=True, producer=producer)
     self.access = Access(cfg, announce=self._announce)
+    streaming = types.SimpleNamespace(generate_stream=_StreamMethod(_streamed))
     self.replica = types.SimpleNamespace(
         predict=_Method(_predicted),
         predict_unbatched=_Method(_predicted),
         generate=_Method(_generated),
         generate_unbatched=_Method(_generated),
+        options=lambda stream=False: streaming,
+        generate_stream=streaming.generate_stream,
     )
     self.batching = True
     self.limits = Limits.from_serve(cfg.serve)
     self.model_config = base_model_config(cfg.model, cfg.serve.adapter_cache_size)
+    self.tokenizer = build_tokenizer(cfg.model)
     self.router = TrafficRouter()
     self.controller = None
     self._tasks = []
@@ -250,3 +295,129 @@ def test_a_bad_body_is_reported_once_though_the_route_and_its_key_check_both_rea
     ):
         r = client.post(path, json=body)
         assert r.status_code == 422 and [e["field"] for e in r.json()["detail"]] == [field], r.text
+
+
+# ---- chat and streaming -----------------------------------------------------------------
+
+
+def _events(response: Any) -> list[Any]:
+    """The JSON chunks of a server-sent event stream, and ``"[DONE]"``."""
+    assert response.headers["content-type"].startswith("text/event-stream"), response.text
+    blocks = response.text.split("\n\n")
+    assert blocks[-1] == "" and all(b.startswith("data: ") for b in blocks[:-1]), response.text
+    return [b[6:] if b == "data: [DONE]" else json.loads(b[6:]) for b in blocks[:-1]]
+
+
+def _logged(self: Any, n: int, timeout_s: float = 5.0) -> list[Any]:
+    """The request log once it has ``n`` events: a stream logs from a worker thread as it ends."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logged = [e for topic, e in self.kafka.producer.sent if topic == self.config.topics.requests]
+        if len(logged) >= n or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.01)
+
+
+def test_a_chat_is_rendered_by_the_template_and_answered_as_a_chat_completion(ingress):
+    client, self, keys = ingress
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    body = {"model": "cl", "messages": messages, "max_completion_tokens": 5, "n": 2, "seed": 1, "user": "u"}
+    r = client.post("/v1/chat/completions", json=body, headers=_auth(keys["predict"]))
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["object"], answer["model"], answer["arm"]) == ("chat.completion", "cl-adapter:base", "champion")
+    assert [c["message"] for c in answer["choices"]] == [{"role": "assistant", "content": "xyz"}] * 2
+    assert answer["id"] == answer["choices"][0]["request_id"] != answer["choices"][1]["request_id"]
+    prompt = "<|system|>\nbe brief\n<|user|>\nhi\n<|assistant|>\n"
+    assert [c["prompt"] for c in self.replica.generate.calls] == [prompt, prompt]
+    assert [(c["max_new_tokens"], c["seed"]) for c in self.replica.generate.calls] == [(5, 1), (5, 2)]
+    assert answer["usage"] == {
+        "prompt_tokens": len(prompt) + 1,
+        "completion_tokens": 6,
+        "total_tokens": len(prompt) + 7,
+    }
+    logged = [e for topic, e in self.kafka.producer.sent if topic == self.config.topics.requests]
+    assert [(e.request_id, e.input.text, e.output.text, e.user_id) for e in logged] == [
+        (c["request_id"], prompt, "xyz", "u") for c in answer["choices"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"messages": []}, "messages", "at least 1"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]},
+            "messages[1].role",
+            "robot",
+        ),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "valid string"),
+        ({"messages": [{"role": "user", "content": "a" * 200}]}, "messages", "max_seq_len"),
+        ({"messages": [{"role": "user", "content": "a"}], "max_tokens": 100_000}, "max_tokens", "serve.max_new_tokens"),
+        (
+            {"messages": [{"role": "user", "content": "a"}], "max_tokens": 3, "max_completion_tokens": 4},
+            "max_tokens",
+            "contradicts",
+        ),
+        ({"messages": [{"role": "user", "content": "a"}], "model": "gpt-4o"}, "model", "GET /v1/models"),
+        ({"messages": [{"role": "user", "content": "a"}], "logprobs": True}, "logprobs", "not returned"),
+    ],
+)
+def test_bad_chats_get_422_naming_the_field_in_both_shapes(ingress, body, field, words):
+    client, self, keys = ingress
+    r = client.post("/v1/chat/completions", json=body, headers=_auth(keys["predict"]))
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["detail"]] == [field] and words in _entry(r)["msg"], r.text
+    assert r.json()["error"]["param"] == field and self.replica.generate.calls == []
+
+
+def test_a_template_that_refuses_the_chat_is_a_422_on_messages(ingress):
+    client, self, keys = ingress
+    self.tokenizer.chat_template = "{{ raise_exception('roles must alternate') }}"
+    try:
+        r = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "a"}]},
+            headers=_auth(keys["predict"]),
+        )
+    finally:
+        self.tokenizer.chat_template = None
+    assert r.status_code == 422 and _entry(r)["field"] == "messages" and "roles must alternate" in _entry(r)["msg"]
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_streams_send_the_replicas_pieces_as_openai_chunks_then_done_and_log_what_was_sent(ingress, path):
+    client, self, keys = ingress
+    chat = path.endswith("chat/completions")
+    body = {"messages": [{"role": "user", "content": "hi"}]} if chat else {"prompt": "hi"}
+    body.update(stream=True, max_tokens=3, stream_options={"include_usage": True}, user="u")
+    r = client.post(path, json=body, headers=_auth(keys["predict"]))
+    assert r.status_code == 200, r.text
+    *chunks, done = _events(r)
+    assert done == "[DONE]" and self.replica.generate.calls == []  # the streaming method ran, not generate
+    [call] = self.replica.generate_stream.calls
+    assert call["max_new_tokens"] == 3 and call["model_version"] is None
+    choices = [c["choices"][0] for c in chunks[:-1]]
+    text = "".join(c["delta"].get("content", "") if chat else c["text"] for c in choices)
+    assert text == "xyz" and choices[-1]["finish_reason"] == "length"
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk" if chat else "text_completion"}
+    assert chunks[-1]["usage"]["completion_tokens"] == 3 and chunks[-1]["choices"] == []
+    assert [(e.request_id, e.output.text, e.user_id) for e in _logged(self, 1)] == [(chunks[0]["id"], "xyz", "u")]
+
+
+def test_a_stream_refused_by_the_replica_is_answered_before_it_starts(ingress):
+    client, self, keys = ingress
+    self.replica.generate_stream.answer = lambda p: [
+        {"error": {"field": "model_version", "message": "version '9' is not registered", "status": 422}}
+    ]
+    body = {"prompt": ["a", "b"], "stream": True, "model": "9"}
+    r = client.post("/v1/completions", json=body, headers=_auth(keys["predict"]))
+    assert (r.status_code, _entry(r)["field"], r.json()["error"]["param"]) == (422, "model_version", "model_version")
+    assert all(s.cancelled for s in self.replica.generate_stream.streams)
+    self.replica.generate_stream.answer = lambda p: [RuntimeError("ActorDiedError")]
+    r = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "a"}], "stream": True},
+        headers=_auth(keys["predict"]),
+    )
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"

@@ -156,6 +156,27 @@ def test_unreachable_registry_falls_back_to_base(section):
     assert out["error"]["status"] == 503 and "registry down" in out["error"]["message"]
 
 
+def test_the_model_sits_where_serve_num_gpus_and_dtype_say(section, registry):
+    server = ModelServer(_config(section), registry)  # "auto" and "auto" without a GPU: today's CPU float32
+    assert (server.model.device.type, server.model.dtype) == ("cpu", torch.float32)
+    server = ModelServer(_config(section, num_gpus=0, dtype="bfloat16"), registry)
+    assert server.model.dtype == torch.bfloat16
+    server.start()  # float32 adapters from the registry land in the bfloat16 bank
+    [out] = server.predict([{"features": FEATURES}])
+    assert out["model_version"] == "3" and sum(out["probabilities"]) == pytest.approx(1.0, abs=1e-2)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            ModelServer(_config(section, num_gpus=1), registry)
+
+
+def test_slots_outside_the_bank_never_reach_the_device():
+    from serve.model_server import _check_slots
+
+    _check_slots({"base": -1, "3": 1}, capacity=2)
+    with pytest.raises(RuntimeError, match="outside"):
+        _check_slots({"3": 2}, capacity=2)
+
+
 def test_schema_docstrings_run():
     import serve.schemas
 
