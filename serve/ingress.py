@@ -364,7 +364,9 @@ class Ingress:
     )
     async def predict(self, body: PredictRequest, background: BackgroundTasks, request: Request) -> Any:
         try:
-            check_predict(PredictItem(text=body.text, features=body.features), self.model_config, self.limits)
+            check_predict(
+                PredictItem(text=body.text, features=body.features), self.model_config, self.limits, self.tokenizer
+            )
         except InputError as e:
             raise Refusal(422, e.field, e.message) from e
         payload = {"text": body.text, "features": body.features}
@@ -403,7 +405,7 @@ class Ingress:
             seed=body.seed,
         )
         try:
-            check_generate(item, self.model_config, self.limits)
+            check_generate(item, self.model_config, self.limits, self.tokenizer)
         except InputError as e:
             raise Refusal(422, e.field, e.message) from e
         payload = body.model_dump(exclude={"user_id", "model_version"})
@@ -435,7 +437,7 @@ class Ingress:
             pinned = completions.pinned_version(body, self.config.mlflow.model_name)
             jobs = completions.plan(body)
             for job in jobs:
-                check_generate(job.item, self.model_config, self.limits)
+                check_generate(job.item, self.model_config, self.limits, self.tokenizer)
         except InputError as e:
             raise Refusal(422, completions.FIELD_NAMES.get(e.field, e.field), e.message) from e
         return await self._openai_answer(request, background, body, jobs, pinned, chat=False)
@@ -452,7 +454,7 @@ class Ingress:
             pinned = chat_api.pinned_version(body, self.config.mlflow.model_name)
             jobs = chat_api.plan(body, chat_api.render(body, self.tokenizer))
             for job in jobs:
-                check_generate(job.item, self.model_config, self.limits)
+                check_generate(job.item, self.model_config, self.limits, self.tokenizer)
         except InputError as e:
             raise Refusal(422, chat_api.field_name(body, e.field), e.message) from e
         return await self._openai_answer(request, background, body, jobs, pinned, chat=True)

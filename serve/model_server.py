@@ -287,7 +287,7 @@ class ModelServer:
             PredictItem(text=r.get("text"), features=None if r.get("features") is None else tuple(r["features"]))
             for r in requests
         ]
-        checker = lambda item: check_predict(item, self.model_config, self.limits)  # noqa: E731
+        checker = lambda item: check_predict(item, self.model_config, self.limits, self.model.tokenizer)  # noqa: E731
 
         def run(batch: list[PredictItem]) -> list[dict[str, Any]]:
             return [{"label": p.label, "probabilities": p.probabilities} for p in predict_batch(self.model, batch)]
@@ -314,7 +314,7 @@ class ModelServer:
             )
             for r in requests
         ]
-        checker = lambda item: check_generate(item, self.model_config, self.limits)  # noqa: E731
+        checker = lambda item: check_generate(item, self.model_config, self.limits, self.model.tokenizer)  # noqa: E731
 
         def run(batch: list[GenerateItem]) -> list[dict[str, Any]]:
             return [{"text": t} for t in generate_batch(self.model, batch)]
@@ -341,7 +341,7 @@ class ModelServer:
         )
         version = request.get("model_version") or self._current
         try:
-            check_generate(item, self.model_config, self.limits)
+            check_generate(item, self.model_config, self.limits, self.model.tokenizer)
             state = None if version in self.cache else self.fetch(version)  # outside the lock, as in _serve
         except InputError as e:
             yield _error(e.field, e.message, 422)
