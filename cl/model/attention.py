@@ -12,6 +12,8 @@ query never sees an empty row (which would give NaN).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,18 +83,7 @@ class Attention(nn.Module):
         self.head_dim = cfg.head_dim
         q_width, kv_width = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
 
-        def proj(target: str, n_in: int, n_out: int, bias: bool) -> LoRALinear:
-            rank = cfg.lora_rank if cfg.has_lora(target) else 0
-            return LoRALinear(
-                n_in,
-                n_out,
-                n_slots=cfg.n_adapter_slots,
-                rank=rank,
-                alpha=cfg.lora_alpha,
-                bias=bias,
-                init_std=cfg.init_std,
-            )
-
+        proj = functools.partial(LoRALinear.for_target, cfg)
         bias = cfg.attention_bias
         self.q = proj("q", cfg.d_model, q_width, bias)
         self.k = proj("k", cfg.d_model, kv_width, bias)

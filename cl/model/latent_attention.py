@@ -12,6 +12,8 @@ projection ``kv_a``, ``v`` the latent-to-heads projection ``kv_b``, ``o`` the ou
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -52,17 +54,7 @@ class LatentAttention(nn.Module):
         self.interleaved = cfg.rope_interleave
         bias = cfg.attention_bias
 
-        def proj(target: str | None, n_in: int, n_out: int, bias: bool = False) -> LoRALinear:
-            rank = cfg.lora_rank if target and cfg.has_lora(target) else 0
-            return LoRALinear(
-                n_in,
-                n_out,
-                n_slots=cfg.n_adapter_slots,
-                rank=rank,
-                alpha=cfg.lora_alpha,
-                bias=bias,
-                init_std=cfg.init_std,
-            )
+        proj = functools.partial(LoRALinear.for_target, cfg)
 
         # The latents' norms use the reference's fixed epsilon, not the config's.
         if cfg.q_lora_rank:

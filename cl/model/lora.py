@@ -15,13 +15,16 @@ True
 from __future__ import annotations
 
 import math
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kernels import apply_lora
+
+if TYPE_CHECKING:
+    from cl.model.config import ModelConfig
 
 
 @runtime_checkable
@@ -110,6 +113,15 @@ class LoRALinear(nn.Module):
             return base.reshape(*lead, self.out_features)
         out = apply_lora(x2, self.lora_a, self.lora_b, ids.reshape(-1), self.scale, base=base)
         return out.reshape(*lead, self.out_features)
+
+    @classmethod
+    def for_target(cls, cfg: ModelConfig, target: str | None, n_in: int, n_out: int, bias: bool = False) -> LoRALinear:
+        """A layer sized ``n_in -> n_out`` with adapters when ``target`` is in ``cfg.lora_targets``
+        (``None``: never), ranked, scaled and initialised as ``cfg`` says."""
+        rank = cfg.lora_rank if target and cfg.has_lora(target) else 0
+        return cls(
+            n_in, n_out, n_slots=cfg.n_adapter_slots, rank=rank, alpha=cfg.lora_alpha, bias=bias, init_std=cfg.init_std
+        )
 
     def delta_weight(self, slot: int) -> torch.Tensor:
         """The dense ``(N, K)`` weight change that adapter ``slot`` makes."""
